@@ -1,0 +1,1 @@
+"""The representative calibration set for full-integer quantization."""

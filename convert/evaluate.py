@@ -1,0 +1,163 @@
+"""`edge-xray evaluate` and `edge-xray compare`: screening metrics of a model on a labelled folder.
+
+A model is any `.tflite` of ours (run through the edge runtime, as on the device) or a run's Keras
+model (a run folder, `qat.h5` or `float.h5`; temperature and threshold from the run's metrics).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_xray import metrics
+from edge_xray.preprocess import ImageError, load_and_prepare
+from edge_xray.train.data import DataError, scan_folder
+
+
+class EvaluateError(ValueError):
+    """A model or folder that cannot be evaluated (one-line message)."""
+
+
+class Predictor:
+    """Logits for prepared images, from a .tflite (edge runtime) or a Keras model."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if self.path.suffix == ".tflite":
+            from edge_xray.runtime import Model
+
+            self.model = Model(self.path)
+            self.kind, self.size = self.model.card.get("format", "tflite"), self.model.size
+            self.temperature, self.threshold = self.model.temperature, self.model.threshold
+            self.sha256 = self.model.sha256
+        else:
+            from .convert import load_source
+
+            self.keras, run = load_source(self.path)
+            self.kind, self.size = ("keras-qat" if "Quantize" in str([type(l) for l in self.keras.layers])
+                                    else "keras-float"), self.keras.input_shape[1]
+            m = json.loads((run / "metrics.json").read_text()) if run else {}
+            self.temperature, self.threshold = m.get("temperature", 1.0), m.get("threshold", 0.5)
+            self.sha256 = None
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        if hasattr(self, "model"):
+            return np.stack([self.model.run(xi) for xi in x])
+        return self.keras.predict(x[..., None], batch_size=64, verbose=0)
+
+
+def predict_folder(pred: Predictor, data_dir):
+    """(files, labels, logits, skipped) for a Kermany-layout folder."""
+    try:
+        items = scan_folder(data_dir)
+    except DataError as e:
+        raise EvaluateError(str(e)) from None
+    files, labels, xs, skipped = [], [], [], []
+    for it in items:
+        try:
+            xs.append(load_and_prepare(it.path, pred.size))
+        except ImageError as e:
+            skipped.append(f"{it.path.name}: {e}")
+            continue
+        files.append(f"{it.path.parent.name}/{it.path.name}")
+        labels.append(it.label)
+    if not xs:
+        raise EvaluateError(f"{data_dir}: no readable images")
+    logits = np.concatenate([pred.logits(np.stack(xs[i : i + 256])) for i in range(0, len(xs), 256)])
+    return files, np.array(labels), logits, skipped
+
+
+def evaluate(model, data_dir, report: str | None = None) -> dict:
+    pred = Predictor(model)
+    files, labels, logits, skipped = predict_folder(pred, data_dir)
+    probs = metrics.softmax(logits, pred.temperature)
+    res = metrics.screening_report(labels, probs, pred.threshold)
+    res.update(model=str(pred.path), model_kind=pred.kind, model_sha256=pred.sha256, data=str(data_dir),
+               temperature=pred.temperature, skipped=skipped)
+    if report:
+        write_report(res, labels, metrics.pneumonia_probability(probs), report)
+    return res
+
+
+def compare(float_model, int8_model, data_dir) -> dict:
+    a, b = Predictor(float_model), Predictor(int8_model)
+    if a.size != b.size:
+        raise EvaluateError(f"the models take different input sizes ({a.size} and {b.size} px)")
+    files, labels, la, skipped = predict_folder(a, data_dir)
+    _, _, lb, _ = predict_folder(b, data_dir)
+    pa = metrics.softmax(la, a.temperature)
+    pb = metrics.softmax(lb, b.temperature)
+    ra = metrics.screening_report(labels, pa, a.threshold)
+    rb = metrics.screening_report(labels, pb, b.threshold)
+    qa = metrics.pneumonia_probability(pa)
+    qb = metrics.pneumonia_probability(pb)
+    da, db = qa >= a.threshold, qb >= b.threshold
+    dp = np.abs(qa - qb)
+    keys = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece", "bacterial_vs_viral_accuracy")
+    return {
+        "float": {"model": str(a.path), "kind": a.kind, **{k: ra[k] for k in keys}},
+        "int8": {"model": str(b.path), "kind": b.kind, **{k: rb[k] for k in keys}},
+        "delta": {k: rb[k] - ra[k] for k in keys},
+        "n": len(files),
+        "agreement": float((da == db).mean()),
+        "max_abs_delta_p": float(dp.max()),
+        "mean_abs_delta_p": float(dp.mean()),
+        "disagreements": [
+            {"file": f, "float_p": round(float(x), 4), "int8_p": round(float(y), 4)}
+            for f, x, y, d1, d2 in zip(files, qa, qb, da, db) if d1 != d2
+        ],
+        "skipped": skipped,
+    }
+
+
+def write_report(res: dict, labels, p, out_dir):
+    """A Markdown page with confusion-matrix and ROC plots as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for key, name in (("confusion_2class", "confusion_2class.png"), ("confusion_3class", "confusion_3class.png")):
+        cm = np.array(res[key]["matrix"])
+        fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=120)
+        ax.imshow(cm, cmap="Blues")
+        names = res[key]["labels"]
+        ax.set_xticks(range(len(names)), names, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="black" if v < cm.max() / 2 else "white")
+        fig.tight_layout()
+        fig.savefig(out / name)
+        plt.close(fig)
+    fpr, tpr = metrics.roc_curve(np.asarray(labels) > 0, p)
+    fig, ax = plt.subplots(figsize=(3.6, 3.4), dpi=120)
+    ax.plot(fpr, tpr, lw=1.5)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"ROC, AUC {res['auc']:.3f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "roc.png")
+    plt.close(fig)
+    rows = [("accuracy", "accuracy"), ("sensitivity (recall)", "sensitivity"), ("specificity", "specificity"),
+            ("precision", "precision"), ("F1", "f1"), ("AUC", "auc"), ("ECE", "ece"),
+            ("type I errors (false positives)", "type_I_errors"), ("type I rate", "type_I_rate"),
+            ("type II errors (missed pneumonia)", "type_II_errors"), ("type II rate", "type_II_rate"),
+            ("bacterial vs viral accuracy (flagged cases)", "bacterial_vs_viral_accuracy")]
+    lines = [f"# edge-xray evaluation", "", f"- model: `{Path(res['model']).name}` ({res['model_kind']})",
+             f"- data: `{res['data']}` ({res['n']} images, {len(res['skipped'])} unreadable)",
+             f"- threshold {res['threshold']:.3f}, temperature {res['temperature']:.3f}", "",
+             "| metric | value |", "|---|---|"]
+    for label, k in rows:
+        v = res[k]
+        lines.append(f"| {label} | {v:.4f} |" if isinstance(v, float) else f"| {label} | {v} |")
+    lines += ["", "![2-class confusion matrix](confusion_2class.png) ![3-class confusion matrix](confusion_3class.png)",
+              "", "![ROC](roc.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"

@@ -1,0 +1,141 @@
+"""The TFLite interpreter on the device: ai_edge_litert, then tflite_runtime, then tensorflow.lite.
+
+`Model` loads a model with its card (checked by sha256), quantizes the prepared image with the model's
+own input scale and zero point, and returns dequantized logits and the last feature map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .card import ModelError, read_model
+from .preprocess import quantize
+
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "edge-xray-int8.tflite"
+
+
+def interpreter_class():
+    """(Interpreter class, module name) of the lightest runtime installed.
+
+    In a process that has already imported TensorFlow (training, conversion, evaluation of Keras
+    models), its own interpreter is used: two TFLite builds in one process conflict.
+    """
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow.lite"
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf  # last resort: a training machine without the edge runtime
+
+        return tf.lite.Interpreter, "tensorflow.lite"
+    except ImportError:
+        raise ModelError("no TFLite runtime installed: pip install 'edge-xray[edge]'") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C-level writes to stderr (fd 2) for the duration."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. under a test runner's capture)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def resolve_model_path(model=None) -> Path:
+    if model is not None:
+        return Path(model)
+    if not DEFAULT_MODEL.exists():
+        raise ModelError("no bundled model in this installation: give one with --model FILE")
+    return DEFAULT_MODEL
+
+
+class Model:
+    """A model file with its card, ready to run on prepared images."""
+
+    def __init__(self, path=None, threads: int | None = None):
+        self.path = resolve_model_path(path).resolve()
+        flatbuffer, self.card = read_model(self.path)
+        self.sha256 = self.card.get("sha256") or self.card["flatbuffer_sha256"]
+        Interpreter, self.runtime = interpreter_class()
+        self.threads = threads or default_threads()
+        try:
+            with _quiet_stderr():  # the runtime prints an INFO line about its CPU delegate
+                self.interpreter = Interpreter(model_content=flatbuffer, num_threads=self.threads)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path.name}: not a valid TFLite model ({str(e).splitlines()[0]})") from None
+        inp = self.interpreter.get_input_details()
+        if len(inp) != 1 or len(inp[0]["shape"]) != 4:
+            raise ModelError(f"{self.path.name}: expected one image input, got {len(inp)} inputs")
+        self.input = inp[0]
+        self.size = int(self.input["shape"][1])
+        self.outputs = {}
+        for d in self.interpreter.get_output_details():
+            self.outputs["features" if len(d["shape"]) == 4 else "logits"] = d
+        if "logits" not in self.outputs or int(self.outputs["logits"]["shape"][-1]) != 3:
+            raise ModelError(f"{self.path.name}: expected 3 logits (normal, bacterial, viral)")
+        self.temperature = float(self.card.get("temperature", 1.0))
+        self.threshold = float(self.card.get("threshold", 0.5))
+
+    @property
+    def quantized(self) -> bool:
+        return self.input["dtype"] != np.float32
+
+    def _input_tensor(self, x: np.ndarray) -> np.ndarray:
+        x = x.reshape(self.input["shape"]).astype(np.float32)
+        if self.quantized:
+            scale, zp = self.input["quantization"]
+            return quantize(x, scale, zp, self.input["dtype"])
+        return x
+
+    def _output(self, name):
+        d = self.outputs[name]
+        y = self.interpreter.get_tensor(d["index"])
+        if d["dtype"] != np.float32:
+            scale, zp = d["quantization"]
+            y = (y.astype(np.float32) - zp) * np.float32(scale)
+        return y[0]
+
+    def run(self, x: np.ndarray, features: bool = False):
+        """Prepared image (size, size) in [0, 1] -> logits (3,), and the feature map if asked."""
+        self.interpreter.set_tensor(self.input["index"], self._input_tensor(x))
+        self.interpreter.invoke()
+        logits = self._output("logits")
+        if features:
+            return logits, (self._output("features") if "features" in self.outputs else None)
+        return logits

@@ -1,0 +1,1 @@
+"""Training: dataset, patient-level split, augmentation, the compact CNN, float then QAT phases."""

@@ -1,0 +1,128 @@
+"""Training augmentation for chest X-rays, and the shift-proxy perturbations used for validation.
+
+Everything acts on the 8-bit grayscale image before `edge_xray.preprocess.prepare`, so training sees
+the same preprocessing as the device. The augmentations target the shortcuts in the training data
+(class-typical original resolution, aspect ratio and exposure): anisotropic scaling, blur and
+down-then-up resampling, noise, and black-level, gamma and contrast jitter, plus small rotations,
+shifts and zoom.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from edge_xray.preprocess import prepare
+
+ROTATION_DEG = 7.0
+SHIFT = 0.06  # fraction of the side
+ZOOM = (0.88, 1.15)
+ASPECT = (0.78, 1.28)  # horizontal / vertical scale ratio
+P_BLUR, BLUR_RADIUS = 0.35, (0.3, 1.4)
+P_RESAMPLE, RESAMPLE_FACTOR = 0.35, (0.35, 0.8)
+P_NOISE, NOISE_SIGMA = 0.35, (2.0, 10.0)  # in grey levels
+GAMMA = (0.7, 1.45)
+CONTRAST = (0.75, 1.25)
+BLACK_LEVEL = (0, 30)
+
+
+def affine(im: Image.Image, angle_deg: float, sx: float, sy: float, tx: float, ty: float) -> Image.Image:
+    """Rotate, scale (sx, sy) and shift (tx, ty in pixels) about the centre; outside is black."""
+    w, h = im.size
+    cx, cy = w / 2.0, h / 2.0
+    a = math.radians(angle_deg)
+    cos, sin = math.cos(a), math.sin(a)
+    # Inverse map, output -> input: p_in = S^-1 R^-1 (p_out - c - t) + c
+    m = np.array([[cos / sx, sin / sx], [-sin / sy, cos / sy]])
+    off = np.array([cx, cy]) - m @ np.array([cx + tx, cy + ty])
+    return im.transform(
+        im.size, Image.Transform.AFFINE, (m[0, 0], m[0, 1], off[0], m[1, 0], m[1, 1], off[1]),
+        resample=Image.Resampling.BILINEAR, fillcolor=0,
+    )
+
+
+def down_up(im: Image.Image, factor: float) -> Image.Image:
+    w, h = im.size
+    small = im.resize((max(8, int(w * factor)), max(8, int(h * factor))), Image.Resampling.BILINEAR)
+    return small.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def tone(gray: np.ndarray, gamma: float, contrast: float, black: float) -> np.ndarray:
+    x = gray.astype(np.float32) / 255.0
+    x = np.power(x, gamma)
+    x = (x - 0.5) * contrast + 0.5
+    x = x * (255.0 - black) + black
+    return x
+
+
+def augment(gray: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One random training view of a uint8 image, as the model's float input (size, size)."""
+    im = Image.fromarray(gray)
+    w, h = im.size
+    zoom = rng.uniform(*ZOOM)
+    aspect = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
+    im = affine(
+        im,
+        rng.uniform(-ROTATION_DEG, ROTATION_DEG),
+        zoom * math.sqrt(aspect),
+        zoom / math.sqrt(aspect),
+        rng.uniform(-SHIFT, SHIFT) * w,
+        rng.uniform(-SHIFT, SHIFT) * h,
+    )
+    if rng.random() < P_BLUR:
+        im = im.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_RADIUS)))
+    if rng.random() < P_RESAMPLE:
+        im = down_up(im, rng.uniform(*RESAMPLE_FACTOR))
+    x = tone(np.asarray(im), rng.uniform(*GAMMA), rng.uniform(*CONTRAST), rng.uniform(*BLACK_LEVEL))
+    if rng.random() < P_NOISE:
+        x = x + rng.normal(0.0, rng.uniform(*NOISE_SIGMA), x.shape)
+    im = Image.fromarray(np.rint(x).clip(0, 255).astype(np.uint8))
+    return prepare(im, size)
+
+
+def shift_proxy(gray: np.ndarray, label: int) -> np.ndarray:
+    """Swap the class-typical acquisition of an image, as a proxy for data from elsewhere.
+
+    Normal originals are large and nearly square (about 1690x1410), pneumonia originals smaller and
+    wider (about 1200x820); both were squashed to a square. A normal image is given the pneumonia
+    look (anatomy compressed sideways, softer), a pneumonia image the normal look (stretched
+    sideways, sharper, darker black level).
+    """
+    im = Image.fromarray(gray)
+    if label == 0:
+        im = affine(im, 0.0, 0.82, 1.0, 0.0, 0.0)
+        im = down_up(im, 0.6)
+        x = tone(np.asarray(im), 1.0, 0.9, 18.0)
+    else:
+        im = affine(im, 0.0, 1.22, 1.0, 0.0, 0.0)
+        im = im.filter(ImageFilter.UnsharpMask(radius=2, percent=80, threshold=2))
+        x = tone(np.asarray(im), 1.0, 1.1, 0.0)
+    return np.rint(x).clip(0, 255).astype(np.uint8)
+
+
+def perturb(gray: np.ndarray, kind: str) -> np.ndarray:
+    """Named field perturbations, for the robustness (answer flip) figures."""
+    import io
+
+    im = Image.fromarray(gray)
+    if kind == "jpeg20":
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=20)
+        return np.asarray(Image.open(buf).convert("L"))
+    if kind in ("bright+20", "bright-20"):
+        f = 1.2 if kind.endswith("+20") else 0.8
+        return np.rint(gray.astype(np.float32) * f).clip(0, 255).astype(np.uint8)
+    if kind in ("contrast+20", "contrast-20"):
+        f = 1.2 if kind.endswith("+20") else 0.8
+        m = gray.mean()
+        return np.rint((gray.astype(np.float32) - m) * f + m).clip(0, 255).astype(np.uint8)
+    if kind == "rotate5":
+        return np.asarray(affine(im, 5.0, 1.0, 1.0, 0.0, 0.0))
+    if kind == "down512":  # a 512 px original: from the 224 copy, up to 512 and back is a no-op
+        return np.asarray(down_up(im, 0.5))
+    raise ValueError(f"unknown perturbation {kind}")
+
+
+PERTURBATIONS = ("jpeg20", "bright+20", "bright-20", "contrast+20", "contrast-20", "rotate5", "down512")
