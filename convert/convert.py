@@ -124,7 +124,7 @@ def float_tensors(flatbuffer: bytes) -> list[str]:
 
 
 def convert(source, out, mode: str = "int8", calibration=None, version: str = __version__,
-            float_model: str | None = None) -> dict:
+            float_model: str | None = None, gate_data=None) -> dict:
     """Convert SOURCE (run folder or .h5) to OUT (.tflite) with its card; returns the card."""
     from edge_xray.calibration.calibrate import load_calibration
 
@@ -150,6 +150,12 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str = __
     card = make_card(model, run, mode, flatbuffer, manifest, version)
     if float_model:
         card["float_model"] = float_model
+    if gate_data is not None:
+        if run is None:
+            raise ConvertError("--gate-data needs a run folder as the source (its split gives the validation scans)")
+        from edge_xray.calibration.gate import fit_gate
+
+        card["gate"] = fit_gate(flatbuffer, run, gate_data)
     return write_model(out, flatbuffer, card)
 
 

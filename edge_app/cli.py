@@ -214,13 +214,15 @@ def calibrate(data_dir, out, size, seed, image_size):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="MODEL.tflite (card MODEL.json beside it).")
 @click.option("--float-model", default=None, help="File name of the float twin, recorded in the card.")
 @click.option("--version", "model_version", default=None, help="Model version recorded in the card.")
-def convert(source, mode, calibration, out, float_model, model_version):
+@click.option("--gate-data", type=click.Path(file_okay=False), default=None,
+              help="The run's training folder: fit the out-of-distribution gate on its scans.")
+def convert(source, mode, calibration, out, float_model, model_version, gate_data):
     """Convert a training run (or its .h5) to TFLite, with its card."""
     from .calibration.calibrate import CalibrationError
     from .convert.convert import ConvertError, convert as run
 
     try:
-        card = run(source, out, mode=mode, calibration=calibration, float_model=float_model,
+        card = run(source, out, mode=mode, calibration=calibration, float_model=float_model, gate_data=gate_data,
                    **({"version": model_version} if model_version else {}))
     except CalibrationError as e:
         raise InputError(str(e)) from None

@@ -120,8 +120,11 @@ def perturb(gray: np.ndarray, kind: str) -> np.ndarray:
         return np.rint((gray.astype(np.float32) - m) * f + m).clip(0, 255).astype(np.uint8)
     if kind == "rotate5":
         return np.asarray(affine(im, 5.0, 1.0, 1.0, 0.0, 0.0))
-    if kind == "down512":  # a 512 px original: from the 224 copy, up to 512 and back is a no-op
-        return np.asarray(down_up(im, 0.5))
+    if kind == "down512":  # a full-resolution scan downscaled so that its long side is 512 px
+        scale = 512 / max(im.size)
+        if scale >= 1:
+            return gray
+        return np.asarray(im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR))
     raise ValueError(f"unknown perturbation {kind}")
 
 

@@ -109,13 +109,15 @@ def make_strategy(name: str):
 class BatchMaker:
     """Augmented training batches, made in threads (Pillow releases the GIL) one epoch ahead."""
 
-    def __init__(self, images, labels, weights, cfg: TrainConfig, epoch_offset=0):
+    def __init__(self, images, labels, weights, cfg: TrainConfig, drop_remainder=False):
         self.images, self.labels, self.weights, self.cfg = images, labels, weights, cfg
-        self.epoch = epoch_offset
+        self.drop_remainder = drop_remainder  # with several replicas, each must get part of every batch
+        self.epoch = 0
         self.pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2))
 
     def steps(self):
-        return math.ceil(len(self.images) / self.cfg.batch_size)
+        n = len(self.images) / self.cfg.batch_size
+        return max(1, math.floor(n)) if self.drop_remainder else math.ceil(n)
 
     def __call__(self):
         cfg = self.cfg
@@ -129,7 +131,7 @@ class BatchMaker:
             return aug.augment(self.images[i], cfg.image_size, np.random.default_rng(s))
 
         def produce():
-            for b in range(0, len(order), cfg.batch_size):
+            for b in range(0, self.steps() * cfg.batch_size, cfg.batch_size):
                 idx = order[b : b + cfg.batch_size]
                 xs = list(self.pool.map(one, idx, seeds[b : b + cfg.batch_size]))
                 x = np.stack(xs)[..., None].astype(np.float32)
@@ -173,8 +175,9 @@ def _summary(labels, logits, temperature=1.0, threshold=0.5):
 class EpochLogger:
     """Per-epoch: validation metrics, one line of progress, history, checkpoint, best weights."""
 
-    def __init__(self, run: Path, phase: str, model, ckpt, state, val_x, val_y, cfg, quiet, total):
+    def __init__(self, run: Path, phase: str, model, ckpt, state, val_x, val_y, cfg, quiet, total, schedule):
         self.run, self.phase, self.model, self.ckpt, self.state = run, phase, model, ckpt, state
+        self.schedule = schedule
         self.val_x, self.val_y, self.cfg, self.quiet, self.total = val_x, val_y, cfg, quiet, total
         self.t0 = time.time()
 
@@ -205,7 +208,7 @@ class EpochLogger:
             "val_auc": metrics.roc_auc(y, p),
             "val_accuracy": float(((p >= 0.5) == y).mean()),
             "val_3class_accuracy": float((probs.argmax(1) == self.val_y).mean()),
-            "lr": float(np.asarray(self.model.optimizer.learning_rate)),
+            "lr": float(self.schedule(int(self.model.optimizer.iterations.numpy()))),
             "seconds": round(time.time() - self.t0, 1),
         }
         hist = self.state["history"]
@@ -252,8 +255,9 @@ def _lr_schedule(cfg: TrainConfig, base: float, epochs: int, steps: int, warmup:
 def _fit_phase(phase, model, maker, cfg, epochs, lr, run, state, val_x, val_y, quiet, callbacks, strategy, warmup):
     tf, keras = tf_keras()
     steps = maker.steps()
+    schedule = _lr_schedule(cfg, lr, epochs, steps, warmup)
     with strategy.scope():
-        opt = keras.optimizers.Adam(_lr_schedule(cfg, lr, epochs, steps, warmup))
+        opt = keras.optimizers.Adam(schedule)
         model.compile(
             optimizer=opt,
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
@@ -268,7 +272,7 @@ def _fit_phase(phase, model, maker, cfg, epochs, lr, run, state, val_x, val_y, q
     if start >= epochs:
         return
     maker.epoch = start
-    logger = EpochLogger(run, phase, model, ckpt, state, val_x, val_y, cfg, quiet, epochs)
+    logger = EpochLogger(run, phase, model, ckpt, state, val_x, val_y, cfg, quiet, epochs, schedule)
     model.fit(
         _dataset(maker, cfg.image_size),
         epochs=epochs,
@@ -354,7 +358,7 @@ def train(data_dir, out, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT
     val_x = prepare_all(images[va], cfg.image_size)
     val_y = labels[va]
     weights = class_weights(labels[tr])
-    maker = BatchMaker(images[tr], labels[tr], weights, cfg)
+    maker = BatchMaker(images[tr], labels[tr], weights, cfg, drop_remainder=strat.num_replicas_in_sync > 1)
 
     # 1. float phase
     if state.get("phase") in (None, "float"):

@@ -1,0 +1,79 @@
+"""Fit the out-of-distribution gate of a converted model (see edge_xray.gate).
+
+Pooled features of the model itself (its `features` output averaged over space) are gathered on
+training images of the run; the top principal components, their variances and the residual
+variance define a Mahalanobis-style distance. The refusal threshold is the
+REFUSAL_QUANTILE quantile of the distances on the run's patient-level validation images, so that
+about 1 - REFUSAL_QUANTILE of real scans are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_xray.gate import Gate
+from edge_xray.preprocess import ImageError, load_and_prepare
+from edge_xray.train.data import scan_folder
+
+COMPONENTS = 16
+FIT_IMAGES = 1500
+REFUSAL_QUANTILE = 0.995
+
+
+def pooled_features(interpreter, paths, size):
+    """Dequantized pooled features of PATHS through a TFLite interpreter (None for unreadable files)."""
+    from edge_xray.preprocess import quantize
+
+    inp = interpreter.get_input_details()[0]
+    feat = next(d for d in interpreter.get_output_details() if len(d["shape"]) == 4)
+    out = []
+    for p in paths:
+        try:
+            x = load_and_prepare(p, size)
+        except ImageError:
+            continue
+        t = x.reshape(inp["shape"]).astype(np.float32)
+        if inp["dtype"] != np.float32:
+            t = quantize(t, *inp["quantization"], inp["dtype"])
+        interpreter.set_tensor(inp["index"], t)
+        interpreter.invoke()
+        f = interpreter.get_tensor(feat["index"])[0].astype(np.float32)
+        if feat["dtype"] != np.float32:
+            s, z = feat["quantization"]
+            f = (f - z) * s
+        out.append(f.mean(axis=(0, 1)))
+    return np.stack(out)
+
+
+def fit_gate(flatbuffer: bytes, run: Path, data_dir, seed: int = 0) -> dict:
+    from edge_xray.train.tfcompat import tf_keras
+
+    tf, _ = tf_keras()
+    it = tf.lite.Interpreter(model_content=flatbuffer)
+    it.allocate_tensors()
+    size = int(it.get_input_details()[0]["shape"][1])
+    split = json.loads((Path(run) / "split.json").read_text())
+    val_names = set(split["val_files"])
+    items = scan_folder(data_dir)
+    val = [i.path for i in items if f"{i.path.parent.name}/{i.path.name}" in val_names]
+    train = [i.path for i in items if f"{i.path.parent.name}/{i.path.name}" not in val_names]
+    rng = np.random.default_rng(seed)
+    train = [train[i] for i in sorted(rng.choice(len(train), min(FIT_IMAGES, len(train)), replace=False))]
+    f = pooled_features(it, train, size)
+    mean = f.mean(0)
+    _, s, vt = np.linalg.svd(f - mean, full_matrices=False)
+    k = min(COMPONENTS, len(s) - 1)
+    var = s**2 / (len(f) - 1)
+    resid = float(var[k:].sum() / max(1, f.shape[1] - k))
+    params = {"method": "Mahalanobis in the top principal components of pooled features, plus residual",
+              "mean": mean.round(5).tolist(), "components": vt[:k].round(5).tolist(),
+              "variances": var[:k].round(6).tolist(), "residual_variance": max(resid, 1e-8), "threshold": 0.0}
+    g = Gate(params)
+    dv = np.array([g.distance(x) for x in pooled_features(it, val, size)])
+    params["threshold"] = round(float(np.quantile(dv, REFUSAL_QUANTILE)), 4)
+    params["fit"] = {"train_images": len(f), "val_images": len(dv), "refusal_quantile": REFUSAL_QUANTILE,
+                     "val_false_refusal_rate": round(float((dv > params["threshold"]).mean()), 4)}
+    return params

@@ -1,0 +1,164 @@
+"""Calibration, int8 conversion, parity against the Keras models, evaluate and compare."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edge_xray import metrics
+from edge_xray.cli import cli
+from edge_xray.preprocess import file_sha256, load_and_prepare
+from conftest import TINY, xray_like
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def tflite_logits(path, x):
+    from edge_xray.runtime import Model
+
+    m = Model(path)
+    return np.stack([m.run(xi) for xi in x]), m
+
+
+def inputs(subset):
+    real = [load_and_prepare(p, TINY) for p in sorted(subset.rglob("*.jpeg"))]
+    rng = np.random.default_rng(0)
+    synthetic = [load_and_prepare_array(xray_like((200 + 10 * i, 180), seed=i)) for i in range(10)]
+    synthetic += [rng.random((TINY, TINY), dtype=np.float32) for _ in range(10)]
+    return np.stack(real), np.stack(synthetic)
+
+
+def load_and_prepare_array(a):
+    from edge_xray.preprocess import prepare
+
+    return prepare(Image.fromarray(a), TINY)
+
+
+def test_calibration_set_is_stratified_deterministic_and_audited(tiny_models, subset, tmp_path):
+    m = json.loads(tiny_models["calib"].with_suffix(".json").read_text())
+    assert m["count"] == 24 and m["per_label"] == {"NORMAL": 8, "BACTERIAL": 8, "VIRAL": 8}
+    assert m["npz_sha256"] == file_sha256(tiny_models["calib"])
+    assert len({f["file"] for f in m["files"]}) == 24
+    for f in m["files"][:3]:
+        assert f["sha256"] == file_sha256(subset / f["file"])
+    r = run("calibrate", subset, "--out", tmp_path / "again.npz", "--size", 24, "--image-size", TINY)
+    assert r.exit_code == 0, r.output
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [f["file"] for f in again["files"]] == [f["file"] for f in m["files"]]
+    with np.load(tiny_models["calib"]) as a, np.load(tmp_path / "again.npz") as b:
+        assert np.array_equal(a["images"], b["images"])
+
+
+def test_calibrate_refuses_one_class_and_empty(tmp_path, subset):
+    one = tmp_path / "one"
+    (one / "NORMAL").mkdir(parents=True)
+    (one / "PNEUMONIA").mkdir()
+    for p in sorted((subset / "NORMAL").iterdir())[:3]:
+        (one / "NORMAL" / p.name).symlink_to(p.resolve())
+    r = run("calibrate", one, "--out", tmp_path / "c.npz")
+    assert r.exit_code == 3
+    assert r.stderr == f"Error: {one}: both NORMAL and PNEUMONIA images are needed (found 3 and 0)\n"
+    empty = tmp_path / "empty"
+    (empty / "NORMAL").mkdir(parents=True)
+    (empty / "PNEUMONIA").mkdir()
+    r = run("calibrate", empty, "--out", tmp_path / "c.npz")
+    assert r.exit_code == 3 and r.stderr == f"Error: {empty}: no images in NORMAL/ or PNEUMONIA/\n"
+
+
+def test_int8_model_is_fully_integer(tiny_models):
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_path=str(tiny_models["int8"]))
+    it.allocate_tensors()
+    dtypes = {np.dtype(d["dtype"]).name for d in it.get_tensor_details()}
+    assert "float32" not in dtypes and "int8" in dtypes
+    assert it.get_input_details()[0]["dtype"] == np.int8
+    assert all(d["dtype"] == np.int8 for d in it.get_output_details())
+    card = json.loads(tiny_models["int8"].with_suffix(".json").read_text())
+    scale, zp = it.get_input_details()[0]["quantization"]
+    assert card["input"]["scale"] == pytest.approx(scale) and card["input"]["zero_point"] == zp
+    assert card["calibration"]["npz_sha256"] == file_sha256(tiny_models["calib"])
+    assert card["training"]["recipe"]["image_size"] == TINY and card["float_model"] == "m-float32.tflite"
+
+
+def test_float_keras_matches_float32_tflite(tiny_models, subset):
+    from edge_xray.convert.convert import float_twin, load_source
+
+    qat, _ = load_source(tiny_models["run"])
+    keras_float = float_twin(qat)
+    for x in inputs(subset):
+        k = keras_float.predict(x[..., None], verbose=0)
+        t, m = tflite_logits(tiny_models["float32"], x)
+        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature))
+        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature))
+        assert np.abs(pk - pt).max() <= 1e-4
+
+
+def test_qat_keras_matches_int8_tflite(tiny_models, subset):
+    from edge_xray.convert.convert import load_source
+
+    qat, _ = load_source(tiny_models["run"])
+    card = json.loads(tiny_models["int8"].with_suffix(".json").read_text())
+    step = card["outputs"]["logits"]["scale"]
+    labels = np.array([0 if p.parent.name == "NORMAL" else 1 for p in sorted(subset.rglob("*.jpeg"))])
+    for i, x in enumerate(inputs(subset)):
+        k = qat.predict(x[..., None], verbose=0)
+        t, m = tflite_logits(tiny_models["int8"], x)
+        assert np.abs(k - t).max() <= 4 * step  # a few output quantization steps
+        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature))
+        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature))
+        assert ((pk >= m.threshold) == (pt >= m.threshold)).mean() >= 0.99
+        if i == 0:
+            acc_k = ((pk >= m.threshold) == labels).mean()
+            acc_t = ((pt >= m.threshold) == labels).mean()
+            assert abs(acc_k - acc_t) <= 0.005
+
+
+def test_compare_and_evaluate_commands(tiny_models, subset, tmp_path):
+    r = run("compare", tiny_models["float32"], tiny_models["int8"], subset, "--json")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)
+    assert c["n"] == 30 and 0.0 <= c["agreement"] <= 1.0
+    assert c["max_abs_delta_p"] >= c["mean_abs_delta_p"] >= 0
+    assert len(c["disagreements"]) == round((1 - c["agreement"]) * c["n"])
+    r = run("evaluate", tiny_models["int8"], subset, "--json", "--report", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    e = json.loads(r.stdout)
+    assert e["n"] == 30 and sum(map(sum, e["confusion_2class"]["matrix"])) == 30
+    assert e["type_I_errors"] + e["type_II_errors"] == round((1 - e["accuracy"]) * 30)
+    for name in ("report.md", "roc.png", "confusion_2class.png", "confusion_3class.png"):
+        assert (tmp_path / "rep" / name).is_file()
+    r = run("evaluate", tiny_models["run"], subset, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["model_kind"] == "keras-qat"
+
+
+def test_convert_refuses_foreign_and_corrupt_models(tiny_models, tmp_path):
+    from edge_xray.train.tfcompat import tf_keras
+
+    _, keras = tf_keras()
+    other = keras.Sequential([keras.Input((10,)), keras.layers.Dense(2)])
+    other.save(tmp_path / "other.h5")
+    r = run("convert", tmp_path / "other.h5", "--int8", "--calibration", tiny_models["calib"], "--out", tmp_path / "o.tflite")
+    assert r.exit_code == 4
+    assert r.stderr == ("Error: other.h5: not an edge-xray model (expected input (S, S, 1) and 3 logits, "
+                        "got (None, 10) -> (None, 2))\n")
+    (tmp_path / "junk.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    r = run("convert", tmp_path / "junk.h5", "--float32", "--out", tmp_path / "o.tflite")
+    assert r.exit_code == 4 and r.stderr.startswith("Error: junk.h5: not a readable Keras model")
+    r = run("convert", tmp_path / "nothing", "--float32", "--out", tmp_path / "o.tflite")
+    assert r.exit_code == 4 and r.stderr == f"Error: {tmp_path / 'nothing'}: no such file or folder\n"
+
+
+def test_convert_refuses_empty_or_missing_calibration(tiny_models, tmp_path):
+    np.savez_compressed(tmp_path / "zero.npz", images=np.zeros((0, TINY, TINY), np.uint8))
+    (tmp_path / "zero.json").write_text(json.dumps({"npz_sha256": file_sha256(tmp_path / "zero.npz")}))
+    r = run("convert", tiny_models["run"], "--int8", "--calibration", tmp_path / "zero.npz", "--out", tmp_path / "o.tflite")
+    assert r.exit_code == 3 and r.stderr == "Error: zero.npz: the calibration set holds no images\n"
+    r = run("convert", tiny_models["run"], "--int8", "--out", tmp_path / "o.tflite")
+    assert r.exit_code == 4
+    assert r.stderr == "Error: --int8 needs --calibration CALIB (make one with `edge-xray calibrate`)\n"
+    assert not (tmp_path / "o.tflite").exists()

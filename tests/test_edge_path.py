@@ -1,0 +1,46 @@
+"""The edge path in a fresh process: no TensorFlow, the lightweight runtime, the real CLI."""
+
+import json
+import subprocess
+import sys
+
+from conftest import xray_like
+
+PROBE = """
+import json, sys
+from edge_xray.cli import main
+sys.argv = ["edge-xray"] + json.loads(sys.argv[1])
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras", "sklearn", "matplotlib"))
+from edge_xray.runtime import interpreter_class
+print(json.dumps({"code": code, "heavy": heavy, "runtime": interpreter_class()[1]}), file=sys.stderr)
+"""
+
+
+def probe(args):
+    p = subprocess.run([sys.executable, "-c", PROBE, json.dumps([str(a) for a in args])], capture_output=True,
+                       text=True, timeout=120)
+    return p, json.loads(p.stderr.strip().splitlines()[-1])
+
+
+def test_classify_imports_no_tensorflow(tiny_models, tmp_path):
+    from PIL import Image
+
+    scan = tmp_path / "scan.png"
+    Image.fromarray(xray_like()).save(scan)
+    p, r = probe(["classify", scan, "--model", tiny_models["int8"], "--json"])
+    assert r["heavy"] == [], r
+    assert r["runtime"] in ("ai_edge_litert", "tflite_runtime")
+    assert r["code"] in (0, 3, None)
+    row = json.loads(p.stdout.splitlines()[0])
+    assert row["path"] == str(scan)
+
+
+def test_info_and_bench_import_no_tensorflow(tiny_models):
+    for args in (["info", "--model", tiny_models["int8"]],
+                 ["bench", "--model", tiny_models["int8"], "--runs", "10"]):
+        p, r = probe(args)
+        assert r["heavy"] == [] and r["code"] in (0, None), (args, p.stderr[-500:])

@@ -1,0 +1,132 @@
+"""A real training run on a tiny stratified subset (32 px, one float and one QAT epoch)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_xray.cli import cli
+from edge_xray.train.data import DataError, label_of, scan_folder
+
+
+def test_run_folder_holds_every_artifact(tiny_run):
+    run, result = tiny_run
+    for name in ("config.json", "split.json", "history.json", "metrics.json", "float.h5", "qat.h5"):
+        assert (run / name).is_file(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["seed"] == 1 and cfg["train"]["image_size"] == 32
+    assert len(cfg["data"]["file_list_sha256"]) == 64 and cfg["data"]["images"] >= 50
+    assert "tensorflow" in cfg["versions"] and cfg["model"]["parameters"] <= 500_000
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["phase"] for h in hist] == ["float", "qat"]
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ("accuracy", "sensitivity", "specificity", "auc", "confusion_2class", "confusion_3class",
+                "bacterial_vs_viral_accuracy", "type_I_errors", "type_II_errors"):
+        assert key in m["val"], key
+    assert 0 < m["temperature"] and 0 < m["threshold"] <= 0.5
+    assert "ece_before" in m and "shift_proxy" in m and "train" in m and m["wall_seconds"] > 0
+
+
+def test_qat_model_carries_quantization_wrappers(tiny_run):
+    from edge_xray.train.tfcompat import load_keras_model
+
+    run, _ = tiny_run
+    qat = load_keras_model(run / "qat.h5")
+    kinds = {type(layer).__name__ for layer in qat.layers}
+    assert "QuantizeLayer" in kinds and any(k.startswith("QuantizeWrapper") for k in kinds)
+    plain = load_keras_model(run / "float.h5")
+    assert not any(type(layer).__name__.startswith("Quantize") for layer in plain.layers)
+
+
+def test_no_patient_on_both_sides(tiny_run):
+    run, _ = tiny_run
+    split = json.loads((run / "split.json").read_text())
+    assert split["train_patients"] and split["val_patients"]
+    assert not set(split["train_patients"]) & set(split["val_patients"])
+    for side in ("train", "val"):
+        assert split["counts"][side]["NORMAL"] > 0
+
+
+def test_full_split_is_by_patient_and_stratified(data_dir):
+    from edge_xray.train.data import load_images, patient_split
+
+    items = scan_folder(data_dir)[::4]  # every 4th file keeps the test quick
+    items, images, _ = load_images(items, 64)
+    tr, va, groups = patient_split(items, images, 0.15, 0)
+    assert not {items[i].patient for i in tr} & {items[i].patient for i in va}
+    assert not {groups[i] for i in tr} & {groups[i] for i in va}
+    labels = np.array([i.label for i in items])
+    for c in range(3):
+        share_all = (labels == c).mean()
+        assert abs((labels[va] == c).mean() - share_all) < 0.05
+    assert 0.10 < len(va) / len(items) < 0.22
+
+
+def test_labels_and_patients_from_names(tmp_path):
+    from pathlib import Path
+
+    assert label_of(Path("x/PNEUMONIA/person12_bacteria_3.jpeg")) == (1, "person12")
+    assert label_of(Path("x/PNEUMONIA/person12_virus_9.jpeg")) == (2, "person12")
+    assert label_of(Path("x/NORMAL/NORMAL2-IM-0335-0001.jpeg")) == (0, "NORMAL2-IM-0335")
+    assert label_of(Path("x/NORMAL/IM-0539-0001-0001.jpeg")) == (0, "IM-0539")
+
+
+def test_wrong_layout_is_refused(tmp_path):
+    (tmp_path / "cats").mkdir()
+    r = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 3
+    assert r.stderr == f"Error: {tmp_path}: expected sub-folders NORMAL/ and PNEUMONIA/ (missing: NORMAL, PNEUMONIA)\n"
+    (tmp_path / "NORMAL").mkdir()
+    (tmp_path / "PNEUMONIA").mkdir()
+    r = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 3 and r.stderr == f"Error: {tmp_path}: no images in NORMAL/ or PNEUMONIA/\n"
+    with pytest.raises(DataError):
+        scan_folder(tmp_path / "nope")
+
+
+def test_resume_continues_rather_than_restarts(tmp_path, data_dir):
+    from edge_xray.train.tfcompat import tf_keras
+    from edge_xray.train.train import train
+
+    _, keras = tf_keras()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(data_dir, out, epochs=2, qat_epochs=1, image_size=32, limit=40, quiet=True, callbacks=[Interrupt()])
+    first = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in first] == [1]
+    assert not (out / "metrics.json").exists()
+    train(data_dir, out, epochs=2, qat_epochs=1, image_size=32, limit=40, quiet=True, resume=True)
+    hist = json.loads((out / "history.json").read_text())
+    assert [(h["phase"], h["epoch"]) for h in hist] == [("float", 1), ("float", 2), ("qat", 1)]
+    assert hist[0] == first[0]  # the first epoch was kept, not retrained
+    r = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(out)])
+    assert r.exit_code == 1 and r.stderr == f"Error: {out}: already holds a run; use --resume or another --out\n"
+
+
+def test_mirrored_strategy_over_two_cpu_devices(tmp_path, data_dir):
+    code = f"""
+import os
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from edge_xray.train.train import train, make_strategy
+assert make_strategy("mirrored").num_replicas_in_sync == 2
+r = train({str(data_dir)!r}, {str(tmp_path / 'run')!r}, epochs=1, qat_epochs=1, image_size=32, limit=40,
+          quiet=True, strategy="mirrored")
+print("OK", r["val"]["n"])
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "OK" in p.stdout
