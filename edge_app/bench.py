@@ -35,10 +35,8 @@ def peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 1024 / 1024
 
 
-def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) -> dict:
-    m = Model(model, threads=threads)
-    rng = np.random.default_rng(0)
-    x = rng.random((m.size, m.size), dtype=np.float32)
+def latency_ms(m: Model, runs: int) -> list[float]:
+    x = np.random.default_rng(0).random((m.size, m.size), dtype=np.float32)
     for _ in range(WARMUP):
         m.run(x)
     times = []
@@ -46,6 +44,15 @@ def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) 
         t = time.perf_counter()
         m.run(x)
         times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) -> dict:
+    m = Model(model, threads=threads)
+    times = latency_ms(m, runs)
+    twin = None
+    if m.card.get("float_model") and (m.path.parent / m.card["float_model"]).exists():
+        twin = latency_ms(Model(m.path.parent / m.card["float_model"], threads=threads), runs)
     data = open(image, "rb").read() if image else _synthetic_scan()
     pre = []
     for _ in range(10):
@@ -64,6 +71,9 @@ def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) 
         "model_ms_p50": round(float(np.percentile(times, 50)), 3),
         "model_ms_p95": round(float(np.percentile(times, 95)), 3),
         "runs": runs,
+        **({"float_twin_ms_p50": round(float(np.percentile(twin, 50)), 3),
+            "int8_speedup_over_float": round(float(np.percentile(twin, 50) / np.percentile(times, 50)), 2)}
+           if twin else {}),
         "scan": image or f"synthetic {FULLRES[0]}x{FULLRES[1]} JPEG",
         "scan_size": list(src.size),
         "decode_preprocess_ms_p50": round(float(np.percentile(pre, 50)), 2),
