@@ -17,6 +17,7 @@ from PIL import Image
 from edge_xray import LABELS
 from edge_xray.preprocess import file_sha256, prepare
 from edge_xray.train.data import DataError, load_images, near_duplicate_pairs, scan_folder
+from edge_xray.train.model import DEFAULT_SIZE as DEFAULT_IMAGE_SIZE
 
 DEFAULT_SIZE = 300  # images
 BINS = 3  # terciles of brightness and of contrast
@@ -26,7 +27,7 @@ class CalibrationError(ValueError):
     """A calibration set that cannot be made or read (one-line message)."""
 
 
-def calibrate(data_dir, out, size: int = DEFAULT_SIZE, seed: int = 0, image_size: int = 128) -> dict:
+def calibrate(data_dir, out, size: int = DEFAULT_SIZE, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE) -> dict:
     """Write OUT (.npz) and its manifest (.json); returns the manifest."""
     out = Path(out)
     if out.suffix != ".npz":

@@ -183,10 +183,11 @@ def make_card(model, run, mode, flatbuffer, manifest, version) -> dict:
         "format": f"tflite-{mode}",
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "labels": list(LABELS),
-        "pneumonia_probability": "softmax(logits / temperature)[BACTERIAL] + [VIRAL]",
+        "pneumonia_probability": "softmax(logits / temperature + logit_bias)[BACTERIAL] + [VIRAL]",
         "input": inp,
         "outputs": outs,
         "temperature": 1.0,
+        "logit_bias": [0.0, 0.0, 0.0],
         "threshold": 0.5,
         "cam": {"kernel": np.round(kernel, 6).tolist(), "bias": np.round(bias, 6).tolist()},
         "intended_use": "Screening aid for pediatric (1-5 years) anterior-posterior chest X-rays; not a diagnosis.",
@@ -194,7 +195,9 @@ def make_card(model, run, mode, flatbuffer, manifest, version) -> dict:
     if run is not None:
         m = json.loads((run / "metrics.json").read_text())
         cfg = json.loads((run / "config.json").read_text())
-        card.update(temperature=m["temperature"], threshold=m["threshold"], threshold_rule=m.get("threshold_rule"))
+        card.update(temperature=m["temperature"], logit_bias=m.get("logit_bias", [0.0, 0.0, 0.0]),
+                    threshold=m["threshold"], threshold_rule=m.get("threshold_rule"),
+                    calibration_rule=m.get("calibration_rule"))
         card["metrics"] = {
             "data": "patient-level validation split of the training data (see training.data); the QAT model",
             "val": _headline(m["val"]),

@@ -31,6 +31,7 @@ class Predictor:
             self.model = Model(self.path)
             self.kind, self.size = self.model.card.get("format", "tflite"), self.model.size
             self.temperature, self.threshold = self.model.temperature, self.model.threshold
+            self.bias = self.model.logit_bias
             self.sha256 = self.model.sha256
         else:
             from .convert import load_source
@@ -40,6 +41,7 @@ class Predictor:
                                     else "keras-float"), self.keras.input_shape[1]
             m = json.loads((run / "metrics.json").read_text()) if run else {}
             self.temperature, self.threshold = m.get("temperature", 1.0), m.get("threshold", 0.5)
+            self.bias = m.get("logit_bias")
             self.sha256 = None
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -72,7 +74,7 @@ def predict_folder(pred: Predictor, data_dir):
 def evaluate(model, data_dir, report: str | None = None) -> dict:
     pred = Predictor(model)
     files, labels, logits, skipped = predict_folder(pred, data_dir)
-    probs = metrics.softmax(logits, pred.temperature)
+    probs = metrics.softmax(logits, pred.temperature, pred.bias)
     res = metrics.screening_report(labels, probs, pred.threshold)
     res.update(model=str(pred.path), model_kind=pred.kind, model_sha256=pred.sha256, data=str(data_dir),
                temperature=pred.temperature, skipped=skipped)
@@ -87,8 +89,8 @@ def compare(float_model, int8_model, data_dir) -> dict:
         raise EvaluateError(f"the models take different input sizes ({a.size} and {b.size} px)")
     files, labels, la, skipped = predict_folder(a, data_dir)
     _, _, lb, _ = predict_folder(b, data_dir)
-    pa = metrics.softmax(la, a.temperature)
-    pb = metrics.softmax(lb, b.temperature)
+    pa = metrics.softmax(la, a.temperature, a.bias)
+    pb = metrics.softmax(lb, b.temperature, b.bias)
     ra = metrics.screening_report(labels, pa, a.threshold)
     rb = metrics.screening_report(labels, pb, b.threshold)
     qa = metrics.pneumonia_probability(pa)

@@ -27,7 +27,7 @@ ADVICE = {
 
 def interpret(model: Model, logits: np.ndarray) -> dict:
     """Logits -> label, calibrated probabilities, type and advice (the model card's temperature and threshold)."""
-    probs = softmax(logits, model.temperature)
+    probs = softmax(logits, model.temperature, model.logit_bias)
     p = float(probs[1] + probs[2])
     if p >= model.threshold:
         t = 1 if probs[1] >= probs[2] else 2

@@ -193,13 +193,15 @@ def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resu
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="CALIB.npz (manifest CALIB.json beside it).")
 @click.option("--size", type=int, default=300, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--image-size", type=click.IntRange(32, 1024), default=128, show_default=True)
+@click.option("--image-size", type=click.IntRange(32, 1024), default=None,
+              help="The model's input side (default: the training default).")
 def calibrate(data_dir, out, size, seed, image_size):
     """Build the representative calibration set for int8 conversion."""
     from .calibration.calibrate import CalibrationError, calibrate as run
+    from .train.model import DEFAULT_SIZE
 
     try:
-        m = run(data_dir, out, size=size, seed=seed, image_size=image_size)
+        m = run(data_dir, out, size=size, seed=seed, image_size=image_size or DEFAULT_SIZE)
     except CalibrationError as e:
         raise InputError(str(e)) from None
     click.echo(f"calibration set: {m['count']} images {m['per_label']} -> {out}")

@@ -9,8 +9,11 @@ SENSITIVITY_TARGET = 0.97
 MAX_THRESHOLD = 0.5  # the screening default never refers fewer children than a plain 0.5 would
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+def softmax(logits: np.ndarray, temperature: float = 1.0, bias=None) -> np.ndarray:
+    """softmax(logits / temperature + bias): the calibrated probabilities of a model card."""
     z = np.asarray(logits, np.float64) / float(temperature)
+    if bias is not None:
+        z = z + np.asarray(bias, np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -62,13 +65,27 @@ def expected_calibration_error(y, p, bins: int = ECE_BINS) -> float:
     return float(ece)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood of softmax(logits / T)."""
+def prior_correction(class_weights, counts) -> list[float]:
+    """Logit offsets that undo the class weighting of normal against pneumonia.
+
+    Training with weight w multiplies the odds of a class by w, so adding log(1 / w) returns
+    P(pneumonia) to the data's own frequencies. Bacterial against viral is left as trained: on the
+    validation split that split is already at its most accurate without a correction.
+    """
+    w = np.asarray(class_weights, np.float64)
+    n = np.asarray(counts, np.float64)
+    wp = (w[1] * n[1] + w[2] * n[2]) / max(n[1] + n[2], 1.0)
+    b = -np.log(np.array([w[0], wp, wp]))
+    return (b - b.mean()).tolist()
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bias=None) -> float:
+    """The temperature that minimises the negative log-likelihood of softmax(logits / T + bias)."""
     logits = np.asarray(logits, np.float64)
     labels = np.asarray(labels, int)
 
     def nll(t):
-        p = softmax(logits, t)[np.arange(len(labels)), labels]
+        p = softmax(logits, t, bias)[np.arange(len(labels)), labels]
         return -np.log(np.clip(p, 1e-12, 1.0)).mean()
 
     grid = np.exp(np.linspace(np.log(0.2), np.log(8.0), 81))

@@ -110,6 +110,7 @@ class Model:
         if "logits" not in self.outputs or int(self.outputs["logits"]["shape"][-1]) != 3:
             raise ModelError(f"{self.path.name}: expected 3 logits (normal, bacterial, viral)")
         self.temperature = float(self.card.get("temperature", 1.0))
+        self.logit_bias = np.asarray(self.card.get("logit_bias", [0.0, 0.0, 0.0]), np.float64)
         self.threshold = float(self.card.get("threshold", 0.5))
 
     @property

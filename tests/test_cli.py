@@ -99,10 +99,22 @@ def test_bad_input_is_refused_cleanly(tiny_models, tmp_path, case):
     assert lines[0] == f"error: {path}: {row['error']}"
 
 
-def test_unreadable_file(tiny_models, scan_png):
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")
-    scan_png.chmod(0)
+def test_unreadable_file(tiny_models, scan_png, monkeypatch):
+    import builtins
+
+    from edge_xray import preprocess
+
+    if os.geteuid() == 0:  # root reads any file: make open() refuse this one, as the OS would
+        real_open = builtins.open
+
+        def refusing_open(path, *a, **k):
+            if str(path) == str(scan_png):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *a, **k)
+
+        monkeypatch.setattr(preprocess, "open", refusing_open, raising=False)
+    else:
+        scan_png.chmod(0)
     r = run("classify", scan_png, "--model", tiny_models["int8"])
     assert r.exit_code == 3 and r.stderr == f"error: {scan_png}: permission denied\n"
 

@@ -93,8 +93,8 @@ def test_float_keras_matches_float32_tflite(tiny_models, subset):
     for x in inputs(subset):
         k = keras_float.predict(x[..., None], verbose=0)
         t, m = tflite_logits(tiny_models["float32"], x)
-        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature))
-        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature))
+        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature, m.logit_bias))
+        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature, m.logit_bias))
         assert np.abs(pk - pt).max() <= 1e-4
 
 
@@ -109,8 +109,8 @@ def test_qat_keras_matches_int8_tflite(tiny_models, subset):
         k = qat.predict(x[..., None], verbose=0)
         t, m = tflite_logits(tiny_models["int8"], x)
         assert np.abs(k - t).max() <= 4 * step  # a few output quantization steps
-        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature))
-        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature))
+        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature, m.logit_bias))
+        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature, m.logit_bias))
         assert ((pk >= m.threshold) == (pt >= m.threshold)).mean() >= 0.99
         if i == 0:
             acc_k = ((pk >= m.threshold) == labels).mean()

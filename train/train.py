@@ -167,11 +167,6 @@ def _eval_logits(model, x, batch=128):
     return model.predict(x, batch_size=batch, verbose=0)
 
 
-def _summary(labels, logits, temperature=1.0, threshold=0.5):
-    probs = metrics.softmax(logits, temperature)
-    return metrics.screening_report(labels, probs, threshold)
-
-
 class EpochLogger:
     """Per-epoch: validation metrics, one line of progress, history, checkpoint, best weights."""
 
@@ -387,7 +382,9 @@ def train(data_dir, out, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT
 
     # 3. calibration, operating point and metrics of the QAT model
     result = evaluate_run(qat, cfg, val_x, val_y, images, labels, tr, va, quiet)
-    result["wall_seconds"] = round(time.time() - t_start, 1)
+    state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + time.time() - t_start, 1)
+    _write_json(state_path, state)
+    result["wall_seconds"] = state["wall_seconds"]
     result["seconds_per_epoch"] = {
         ph: round(float(np.median([h["seconds"] for h in state["history"] if h["phase"] == ph])), 1)
         for ph in ("float", "qat") if any(h["phase"] == ph for h in state["history"])
@@ -404,20 +401,25 @@ def train(data_dir, out, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT
 
 def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -> dict:
     logits = _eval_logits(model, val_x)
-    temperature = metrics.fit_temperature(logits, val_y)
+    bias = metrics.prior_correction(class_weights(labels[tr]), np.bincount(labels[tr], minlength=3))
+    temperature = metrics.fit_temperature(logits, val_y, bias)
     raw = metrics.softmax(logits)
-    cal = metrics.softmax(logits, temperature)
+    cal = metrics.softmax(logits, temperature, bias)
     p = metrics.pneumonia_probability(cal)
     threshold = metrics.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
     val = metrics.screening_report(val_y, cal, threshold)
     # shift proxy: the validation images with their class-typical acquisition swapped
     proxy_x = prepare_all(np.stack([aug.shift_proxy(a, int(c)) for a, c in zip(images[va], val_y)]), cfg.image_size)
-    proxy = metrics.screening_report(val_y, metrics.softmax(_eval_logits(model, proxy_x), temperature), threshold)
+    proxy = metrics.screening_report(val_y, metrics.softmax(_eval_logits(model, proxy_x), temperature, bias), threshold)
     train_x = prepare_all(images[tr], cfg.image_size)
-    train_m = metrics.screening_report(labels[tr], metrics.softmax(_eval_logits(model, train_x), temperature), threshold)
+    train_m = metrics.screening_report(labels[tr], metrics.softmax(_eval_logits(model, train_x), temperature, bias),
+                                       threshold)
     return {
         "model": "qat",
         "temperature": temperature,
+        "logit_bias": bias,
+        "calibration_rule": "softmax(logits / temperature + logit_bias); logit_bias undoes the class weights, "
+                            "the temperature minimises validation NLL",
         "threshold": threshold,
         "threshold_rule": f"highest threshold with validation sensitivity >= {cfg.sensitivity_target}, "
                           f"capped at {cfg.threshold_cap}",
