@@ -26,6 +26,8 @@ BINS = 3  # terciles of brightness and of contrast
 class CalibrationError(ValueError):
     """A calibration set that cannot be made or read (one-line message)."""
 
+    exit_code = 3
+
 
 def calibrate(data_dir, out, size: int = DEFAULT_SIZE, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE) -> dict:
     """Write OUT (.npz) and its manifest (.json); returns the manifest."""

@@ -31,6 +31,8 @@ PREPROCESSING = (
 class ConvertError(ValueError):
     """A source that cannot be converted (one-line message)."""
 
+    exit_code = 4
+
 
 def _run_files(source: Path):
     """(qat model path, run dir or None) for a run folder or a model file."""

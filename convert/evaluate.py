@@ -19,6 +19,8 @@ from edge_xray.train.data import DataError, scan_folder
 class EvaluateError(ValueError):
     """A model or folder that cannot be evaluated (one-line message)."""
 
+    exit_code = 3
+
 
 class Predictor:
     """Logits for prepared images, from a .tflite (edge runtime) or a Keras model."""
@@ -152,7 +154,7 @@ def write_report(res: dict, labels, p, out_dir):
             ("type I errors (false positives)", "type_I_errors"), ("type I rate", "type_I_rate"),
             ("type II errors (missed pneumonia)", "type_II_errors"), ("type II rate", "type_II_rate"),
             ("bacterial vs viral accuracy (flagged cases)", "bacterial_vs_viral_accuracy")]
-    lines = [f"# edge-xray evaluation", "", f"- model: `{Path(res['model']).name}` ({res['model_kind']})",
+    lines = ["# edge-xray evaluation", "", f"- model: `{Path(res['model']).name}` ({res['model_kind']})",
              f"- data: `{res['data']}` ({res['n']} images, {len(res['skipped'])} unreadable)",
              f"- threshold {res['threshold']:.3f}, temperature {res['temperature']:.3f}", "",
              "| metric | value |", "|---|---|"]

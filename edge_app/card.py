@@ -22,6 +22,8 @@ SIDE_ONLY_FIELDS = ("sha256", "size_bytes")
 class ModelError(RuntimeError):
     """A model that is missing, unreadable, or does not match its card (one-line message)."""
 
+    exit_code = 4
+
 
 def side_card_path(model_path) -> Path:
     return Path(model_path).with_suffix(".json")

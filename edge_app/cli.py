@@ -9,6 +9,7 @@ were refused; 4 the model is missing, unreadable, or differs from its card.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -16,16 +17,22 @@ import click
 
 from . import __version__
 
-EXIT_INPUT = 3
-EXIT_MODEL = 4
+EXIT_INPUT = 3  # the exit codes of ImageError, DataError, CalibrationError, EvaluateError
+EXIT_MODEL = 4  # of ModelError and ConvertError
 
 
-class InputError(click.ClickException):
-    exit_code = EXIT_INPUT
-
-
-class ModelFault(click.ClickException):
-    exit_code = EXIT_MODEL
+@contextlib.contextmanager
+def user_errors():
+    """The project's errors carry a one-line message and an `exit_code`: turn them into click errors."""
+    try:
+        yield
+    except Exception as e:
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        err = click.ClickException(str(e))
+        err.exit_code = code
+        raise err from None
 
 
 def _echo_json(obj):
@@ -61,14 +68,11 @@ def classify(paths, model, as_json, threads, output, heatmap_dir, audit_log):
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
     (the rest are still reported), 4 when the model is missing or does not match its card.
     """
-    from .card import ModelError
     from .classify import RowWriter, classify as run, human_line
     from .runtime import Model
 
-    try:
+    with user_errors():
         m = Model(model, threads=threads)
-    except ModelError as e:
-        raise ModelFault(str(e)) from None
     writer = audit = None
     try:
         writer = RowWriter(output) if output else None
@@ -106,13 +110,10 @@ def classify(paths, model, as_json, threads, output, heatmap_dir, audit_log):
 @click.option("--json", "as_json", is_flag=True)
 def info(model, as_json):
     """Show the model card."""
-    from .card import ModelError
     from .runtime import Model
 
-    try:
+    with user_errors():
         m = Model(model)
-    except ModelError as e:
-        raise ModelFault(str(e)) from None
     card = dict(m.card)
     card["model_path"] = str(m.path)
     if card.get("float_model"):
@@ -143,15 +144,9 @@ def info(model, as_json):
 def bench(model, threads, image, runs, as_json):
     """Measure model latency, decode + preprocess time, peak memory and model size on this device."""
     from .bench import bench as run
-    from .card import ModelError
-    from .preprocess import ImageError
 
-    try:
+    with user_errors():
         r = run(model, threads=threads, image=image, runs=runs)
-    except ModelError as e:
-        raise ModelFault(str(e)) from None
-    except ImageError as e:
-        raise InputError(f"{image}: {e}") from None
     if as_json:
         _echo_json(r)
     else:
@@ -174,18 +169,13 @@ def bench(model, threads, image, runs, as_json):
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet):
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
-    from .train.data import DataError
-    from .train.train import DEFAULT_EPOCHS, DEFAULT_QAT_EPOCHS, TrainError, train as run
     from .train.model import DEFAULT_ARCH, DEFAULT_SIZE
+    from .train.train import DEFAULT_EPOCHS, DEFAULT_QAT_EPOCHS, train as run
 
-    try:
+    with user_errors():
         run(data_dir, out, epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
             image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
             resume=resume, strategy=strategy, quiet=quiet)
-    except DataError as e:
-        raise InputError(str(e)) from None
-    except TrainError as e:
-        raise click.ClickException(str(e)) from None
 
 
 @cli.command()
@@ -197,13 +187,11 @@ def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resu
               help="The model's input side (default: the training default).")
 def calibrate(data_dir, out, size, seed, image_size):
     """Build the representative calibration set for int8 conversion."""
-    from .calibration.calibrate import CalibrationError, calibrate as run
+    from .calibration.calibrate import calibrate as run
     from .train.model import DEFAULT_SIZE
 
-    try:
+    with user_errors():
         m = run(data_dir, out, size=size, seed=seed, image_size=image_size or DEFAULT_SIZE)
-    except CalibrationError as e:
-        raise InputError(str(e)) from None
     click.echo(f"calibration set: {m['count']} images {m['per_label']} -> {out}")
 
 
@@ -220,16 +208,11 @@ def calibrate(data_dir, out, size, seed, image_size):
               help="The run's training folder: fit the out-of-distribution gate on its scans.")
 def convert(source, mode, calibration, out, float_model, model_version, gate_data):
     """Convert a training run (or its .h5) to TFLite, with its card."""
-    from .calibration.calibrate import CalibrationError
-    from .convert.convert import ConvertError, convert as run
+    from .convert.convert import convert as run
 
-    try:
+    with user_errors():
         card = run(source, out, mode=mode, calibration=calibration, float_model=float_model, gate_data=gate_data,
                    **({"version": model_version} if model_version else {}))
-    except CalibrationError as e:
-        raise InputError(str(e)) from None
-    except ConvertError as e:
-        raise ModelFault(str(e)) from None
     click.echo(f"{out}: {card['format']}, {card['size_bytes'] / 1024:.1f} KB, sha256 {card['sha256']}")
 
 
@@ -240,16 +223,10 @@ def convert(source, mode, calibration, out, float_model, model_version, gate_dat
 @click.option("--report", type=click.Path(file_okay=False), default=None, help="Write report.md and plots here.")
 def evaluate(model, data_dir, as_json, report):
     """Screening metrics of a model (.tflite or a run's Keras model) on a NORMAL/PNEUMONIA folder."""
-    from .card import ModelError
-    from .convert.convert import ConvertError
-    from .convert.evaluate import EvaluateError, evaluate as run
+    from .convert.evaluate import evaluate as run
 
-    try:
+    with user_errors():
         r = run(model, data_dir, report=report)
-    except (ModelError, ConvertError) as e:
-        raise ModelFault(str(e)) from None
-    except EvaluateError as e:
-        raise InputError(str(e)) from None
     if as_json:
         _echo_json(r)
         return
@@ -269,16 +246,10 @@ def evaluate(model, data_dir, as_json, report):
 @click.option("--json", "as_json", is_flag=True)
 def compare(float_model, int8_model, data_dir, as_json):
     """Compare a float model and its int8 version on a labelled folder."""
-    from .card import ModelError
-    from .convert.convert import ConvertError
-    from .convert.evaluate import EvaluateError, compare as run
+    from .convert.evaluate import compare as run
 
-    try:
+    with user_errors():
         r = run(float_model, int8_model, data_dir)
-    except (ModelError, ConvertError) as e:
-        raise ModelFault(str(e)) from None
-    except EvaluateError as e:
-        raise InputError(str(e)) from None
     if as_json:
         _echo_json(r)
         return

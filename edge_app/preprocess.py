@@ -32,6 +32,8 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 class ImageError(ValueError):
     """An input that cannot be read as an image (the message is one line, for the user)."""
 
+    exit_code = 3
+
 
 def is_dicom(path: Path) -> bool:
     if path.suffix.lower() in (".dcm", ".dicom"):

@@ -22,6 +22,8 @@ _NORMAL = re.compile(r"^((?:NORMAL2-)?IM-\d+)", re.I)
 class DataError(ValueError):
     """A data folder that is not in the expected layout (one-line message)."""
 
+    exit_code = 3
+
 
 @dataclass
 class Item:

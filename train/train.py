@@ -66,6 +66,8 @@ class TrainConfig:
 class TrainError(RuntimeError):
     """A run that cannot start or continue (one-line message)."""
 
+    exit_code = 1
+
 
 def _log(quiet, msg):
     if not quiet:
