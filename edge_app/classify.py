@@ -38,46 +38,55 @@ def interpret(model: Model, logits: np.ndarray) -> dict:
             "type_probability": None, "advice": ADVICE["normal"]}
 
 
-def classify_file(model: Model, path, gate=None, heatmap_dir=None) -> dict:
-    """One input -> one result row (never raises for a bad image)."""
+def _row(model: Model, path, **fields) -> dict:
     row = {"path": str(path), "status": "ok", "label": None, "pneumonia_probability": None,
            "pneumonia_type": None, "type_probability": None, "threshold": model.threshold,
            "advice": None, "error": None, "model_sha256": model.sha256}
+    row.update(fields)
+    return row
+
+
+def _refused(model: Model, path, status: str, reason: str) -> dict:
+    return _row(model, path, status=status, error=reason, advice=ADVICE[status].format(reason=reason))
+
+
+def classify_file(model: Model, path, gate=None, heatmap_dir=None) -> dict:
+    """One input -> one result row (never raises for a bad image)."""
     try:
         im = load_image(path, model.size)
         x = prepare(im, model.size)
     except ImageError as e:
-        return dict(row, status="error", error=str(e), advice=ADVICE["error"].format(reason=e))
+        return _refused(model, path, "error", str(e))
     logits, features = model.run(x, features=True)
     if gate is not None:
         reason = gate.check(im, x, features)
         if reason:
-            return dict(row, status="rejected", error=reason, advice=ADVICE["rejected"].format(reason=reason))
-    row.update(interpret(model, logits))
+            return _refused(model, path, "rejected", reason)
+    row = _row(model, path, **interpret(model, logits))
     if heatmap_dir is not None and features is not None:
         from .heatmap import save_heatmap
 
-        row["heatmap"] = str(save_heatmap(model, im, features, row, heatmap_dir, path))
+        try:
+            row["heatmap"] = str(save_heatmap(model, im, features, row, heatmap_dir, path))
+        except OSError as e:
+            row["heatmap"], row["heatmap_error"] = None, f"cannot write heatmap ({e.strerror or e})"
     return row
 
 
 def classify(paths, model=None, threads: int | None = None, gate=True, heatmap_dir=None):
-    """Yield one result row per image found in PATHS (files and folders, recursed)."""
+    """Yield one result row per image found in PATHS (files and folders, recursed), in order."""
     m = model if isinstance(model, Model) else Model(model, threads=threads)
     g = None
     if gate:
         from .gate import Gate
 
         g = Gate.from_card(m.card)
-    files = list_images(paths)
     for p in paths:
-        if Path(p).is_dir() and not any(str(f).startswith(str(Path(p))) for f in files):
-            yield {"path": str(p), "status": "error", "error": "folder holds no images",
-                   "advice": ADVICE["error"].format(reason="folder holds no images"), "label": None,
-                   "pneumonia_probability": None, "pneumonia_type": None, "type_probability": None,
-                   "threshold": m.threshold, "model_sha256": m.sha256}
-    for f in files:
-        yield classify_file(m, f, g, heatmap_dir)
+        files = list_images([p])
+        if not files:
+            yield _refused(m, p, "error", "folder holds no images")
+        for f in files:
+            yield classify_file(m, f, g, heatmap_dir)
 
 
 class RowWriter:

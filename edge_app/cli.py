@@ -96,6 +96,8 @@ def classify(paths, model, as_json, threads, output, heatmap_dir, audit_log):
                 writer.write(row)
             if audit:
                 audit.write(row)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted: every row reported so far has been written") from None
     finally:
         if writer:
             writer.close()
@@ -173,9 +175,12 @@ def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resu
     from .train.train import DEFAULT_EPOCHS, DEFAULT_QAT_EPOCHS, train as run
 
     with user_errors():
-        run(data_dir, out, epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
-            image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
-            resume=resume, strategy=strategy, quiet=quiet)
+        try:
+            run(data_dir, out, epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
+                image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
+                resume=resume, strategy=strategy, quiet=quiet)
+        except KeyboardInterrupt:
+            raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} --resume`") from None
 
 
 @cli.command()

@@ -109,7 +109,7 @@ def make_strategy(name: str):
 
 
 class BatchMaker:
-    """Augmented training batches, made in threads (Pillow releases the GIL) one epoch ahead."""
+    """Augmented training batches, made in threads (Pillow releases the GIL) a few batches ahead."""
 
     def __init__(self, images, labels, weights, cfg: TrainConfig, drop_remainder=False):
         self.images, self.labels, self.weights, self.cfg = images, labels, weights, cfg
