@@ -159,8 +159,8 @@ def bench(model, threads, image, runs, as_json):
 @cli.command()
 @click.argument("data_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The run folder to write.")
-@click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="Float-phase epochs.")
-@click.option("--qat-epochs", type=click.IntRange(1, 1000), default=None, help="Quantization-aware epochs.")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="Float-phase epochs (default 24).")
+@click.option("--qat-epochs", type=click.IntRange(1, 1000), default=None, help="Quantization-aware epochs (default 4).")
 @click.option("--image-size", type=click.IntRange(32, 1024), default=None, help="Input side in pixels.")
 @click.option("--arch", type=click.Choice(["xs", "s", "m"]), default=None, help="Network width and depth.")
 @click.option("--limit", type=click.IntRange(6, None), default=None, help="Stratified subset of N images.")
@@ -172,12 +172,11 @@ def bench(model, threads, image, runs, as_json):
 def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet):
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
     from .train.model import DEFAULT_ARCH, DEFAULT_SIZE
-    from .train.train import DEFAULT_EPOCHS, DEFAULT_QAT_EPOCHS, train as run
+    from .train.train import train as run
 
     with user_errors():
         try:
-            run(data_dir, out, epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
-                image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
+            run(data_dir, out, epochs=epochs, qat_epochs=qat_epochs, image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
                 resume=resume, strategy=strategy, quiet=quiet)
         except KeyboardInterrupt:
             raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} --resume`") from None

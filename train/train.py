@@ -279,11 +279,14 @@ def _fit_phase(phase, model, maker, cfg, epochs, lr, run, state, val_x, val_y, q
     )
 
 
-def train(data_dir, out, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT_SIZE, limit: int | None = None,
+def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SIZE, limit: int | None = None,
           seed: int = 0, resume: bool = False, strategy: str = "default", quiet: bool = False,
-          qat_epochs: int = DEFAULT_QAT_EPOCHS, arch: str = DEFAULT_ARCH, batch_size: int = 32,
+          qat_epochs: int | None = None, arch: str = DEFAULT_ARCH, batch_size: int = 32,
           callbacks=None) -> dict:
-    """Train a run into OUT; returns its metrics. See the module docstring for the run folder."""
+    """Train a run into OUT; returns its metrics. See the module docstring for the run folder.
+
+    With RESUME, the run's own configuration is used; EPOCHS and QAT_EPOCHS, when given, extend it.
+    """
     t_start = time.time()
     run = Path(out)
     if arch not in ARCHITECTURES:
@@ -298,11 +301,12 @@ def train(data_dir, out, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT
             raise TrainError(f"{out}: nothing to resume (no state.json); start without --resume")
         state = json.loads(state_path.read_text())
         cfg = TrainConfig(**json.loads((run / "config.json").read_text())["train"])
-        cfg.epochs, cfg.qat_epochs = epochs, qat_epochs
+        cfg.epochs, cfg.qat_epochs = epochs or cfg.epochs, qat_epochs or cfg.qat_epochs
     else:
         if state_path.exists() or (run / "metrics.json").exists():
             raise TrainError(f"{out}: already holds a run; use --resume or another --out")
-        cfg = TrainConfig(epochs=epochs, qat_epochs=qat_epochs, image_size=image_size, arch=arch,
+        cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
+                          image_size=image_size, arch=arch,
                           batch_size=batch_size, limit=limit, seed=seed, strategy=strategy)
         state = {"phase": None, "epoch": 0, "history": []}
     (run / "ckpt").mkdir(parents=True, exist_ok=True)
