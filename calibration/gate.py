@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_xray.gate import Gate
+from edge_xray.gate import Gate, correlation, layout
 from edge_xray.preprocess import ImageError, load_and_prepare
 from edge_xray.train.data import scan_folder
 
 COMPONENTS = 16
 FIT_IMAGES = 1500
 REFUSAL_QUANTILE = 0.995
+TEMPLATE_MARGIN = 0.06  # the layout threshold sits this far below the lowest real scan seen
 
 
 def pooled_features(interpreter, paths, size):
@@ -29,7 +30,7 @@ def pooled_features(interpreter, paths, size):
 
     inp = interpreter.get_input_details()[0]
     feat = next(d for d in interpreter.get_output_details() if len(d["shape"]) == 4)
-    out = []
+    out, layouts = [], []
     for p in paths:
         try:
             x = load_and_prepare(p, size)
@@ -45,7 +46,8 @@ def pooled_features(interpreter, paths, size):
             s, z = feat["quantization"]
             f = (f - z) * s
         out.append(f.mean(axis=(0, 1)))
-    return np.stack(out)
+        layouts.append(layout(x))
+    return np.stack(out), np.stack(layouts)
 
 
 def fit_gate(flatbuffer: bytes, run: Path, data_dir, seed: int = 0) -> dict:
@@ -62,7 +64,8 @@ def fit_gate(flatbuffer: bytes, run: Path, data_dir, seed: int = 0) -> dict:
     train = [i.path for i in items if f"{i.path.parent.name}/{i.path.name}" not in val_names]
     rng = np.random.default_rng(seed)
     train = [train[i] for i in sorted(rng.choice(len(train), min(FIT_IMAGES, len(train)), replace=False))]
-    f = pooled_features(it, train, size)
+    f, lay = pooled_features(it, train, size)
+    template = lay.mean(0)
     mean = f.mean(0)
     _, s, vt = np.linalg.svd(f - mean, full_matrices=False)
     k = min(COMPONENTS, len(s) - 1)
@@ -72,8 +75,14 @@ def fit_gate(flatbuffer: bytes, run: Path, data_dir, seed: int = 0) -> dict:
               "mean": mean.round(5).tolist(), "components": vt[:k].round(5).tolist(),
               "variances": var[:k].round(6).tolist(), "residual_variance": max(resid, 1e-8), "threshold": 0.0}
     g = Gate(params)
-    dv = np.array([g.distance(x) for x in pooled_features(it, val, size)])
+    fv, lv = pooled_features(it, val, size)
+    dv = np.array([g.distance(x) for x in fv])
     params["threshold"] = round(float(np.quantile(dv, REFUSAL_QUANTILE)), 4)
+    cors = np.array([correlation(v, template) for v in np.concatenate([lay, lv])])
+    params["template"] = template.round(2).tolist()
+    params["template_min_correlation"] = round(float(cors.min()) - TEMPLATE_MARGIN, 3)
+    refused = (dv > params["threshold"]) | (cors[len(lay):] < params["template_min_correlation"])
     params["fit"] = {"train_images": len(f), "val_images": len(dv), "refusal_quantile": REFUSAL_QUANTILE,
-                     "val_false_refusal_rate": round(float((dv > params["threshold"]).mean()), 4)}
+                     "template_margin": TEMPLATE_MARGIN, "lowest_real_correlation": round(float(cors.min()), 3),
+                     "val_false_refusal_rate": round(float(refused.mean()), 4)}
     return params

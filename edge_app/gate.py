@@ -1,12 +1,15 @@
 """Out-of-distribution refusal: inputs that are not a frontal chest X-ray get `status: rejected`.
 
-Two stages, both cheap on the device:
+Three stages, all cheap on the device:
 1. Image statistics of the decoded input: colour (radiographs are grey), blank or nearly constant
    images, extreme aspect ratios.
-2. Distance of the model's own pooled features from the training distribution: a Mahalanobis
+2. Layout: the correlation of the prepared image, shrunk to 16x16, with the mean training scan. Every
+   frontal chest X-ray shares that layout (bright mediastinum between two dark lung fields); photos,
+   documents and patterns do not.
+3. Distance of the model's own pooled features from the training distribution: a Mahalanobis
    distance in the top principal components of the pooled last feature map, plus the residual outside
-   them, with a threshold set on real validation scans. Its parameters live in the model card
-   (`gate`), so the gate always matches the model.
+   them, with a threshold set on real validation scans.
+The parameters of 2 and 3 live in the model card (`gate`), so the gate always matches the model.
 """
 
 from __future__ import annotations
@@ -16,6 +19,23 @@ import numpy as np
 MAX_CHROMA = 12.0  # mean |R-G|+|G-B|+|B-R| (grey levels) above which an image is a colour photo
 MIN_STD = 6.0  # grey levels: below this the image is blank
 MAX_ASPECT = 2.5
+TEMPLATE_SIDE = 16
+
+
+def layout(x: np.ndarray) -> np.ndarray:
+    """The prepared image (values 0..1) shrunk to TEMPLATE_SIDE x TEMPLATE_SIDE, flattened."""
+    from PIL import Image
+
+    im = Image.fromarray(np.rint(x * 255).astype(np.uint8)).resize((TEMPLATE_SIDE, TEMPLATE_SIDE),
+                                                                     Image.Resampling.BILINEAR)
+    return np.asarray(im, np.float32).ravel()
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    d = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / d) if d > 0 else 0.0
 
 
 class Gate:
@@ -27,6 +47,8 @@ class Gate:
             self.variances = np.asarray(params["variances"], np.float32)
             self.residual_variance = float(params["residual_variance"])
             self.threshold = float(params["threshold"])
+            self.template = np.asarray(params["template"], np.float32) if "template" in params else None
+            self.min_correlation = float(params.get("template_min_correlation", -1.0))
 
     @classmethod
     def from_card(cls, card: dict) -> "Gate":
@@ -45,6 +67,10 @@ class Gate:
         reason = image_reason(im)
         if reason:
             return reason
+        if self.params and self.template is not None:
+            c = correlation(layout(x), self.template)
+            if c < self.min_correlation:
+                return f"does not look like a frontal chest X-ray (layout correlation {c:.2f} < {self.min_correlation:.2f})"
         if self.params and features is not None:
             dist = self.distance(features.mean(axis=(0, 1)))
             if dist > self.threshold:
