@@ -162,3 +162,20 @@ def test_convert_refuses_empty_or_missing_calibration(tiny_models, tmp_path):
     assert r.exit_code == 4
     assert r.stderr == "Error: --int8 needs --calibration CALIB (make one with `edge-xray calibrate`)\n"
     assert not (tmp_path / "o.tflite").exists()
+
+
+def test_gate_fit_writes_a_working_gate_into_the_card(tiny_models, data_dir, tmp_path):
+    from edge_xray.convert.convert import convert
+    from edge_xray.gate import TEMPLATE_SIDE, Gate
+    from edge_xray.preprocess import prepare
+
+    card = convert(tiny_models["run"], tmp_path / "g.tflite", mode="int8", calibration=tiny_models["calib"],
+                   gate_data=data_dir)
+    g = card["gate"]
+    assert len(g["template"]) == TEMPLATE_SIDE**2 and len(g["mean"]) == len(g["components"][0])
+    assert g["fit"]["val_false_refusal_rate"] <= 0.05 and g["template_min_correlation"] < g["fit"]["lowest_real_correlation"]
+    gate = Gate.from_card(card)
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200)).astype(np.uint8))
+    x = prepare(noise, TINY)
+    reason = gate.check(noise, x, None)
+    assert reason and reason.startswith("does not look like a frontal chest X-ray")
