@@ -6,7 +6,8 @@ often it refuses real scans.
 Non-X-ray inputs are made here: synthetic images (noise, gradients, checkerboards, blank, text
 documents, shapes), the sample photos shipped by scikit-learn, and, when scikit-image is installed,
 its sample images, each also in grey. Real scans: a run's patient-level validation files, or any
-folder. Prints one line per category and the totals; asserts nothing.
+folder, and the same with their acquisition swapped (shift proxy). Prints one line per category and
+the totals; asserts nothing.
 """
 
 from __future__ import annotations
@@ -120,6 +121,18 @@ def main():
         print(f"real validation scans refused: {len(bad)}/{len(rows)} = {len(bad) / len(rows):.4f}")
         for r in bad[:10]:
             print(f"  {Path(r['path']).name}: {r['error']}")
+        # the same scans with their class-typical acquisition swapped: a proxy for other machines
+        from edge_xray.preprocess import load_image
+        from edge_xray.train.augment import shift_proxy
+
+        refused = 0
+        for f in split["val_files"]:
+            gray = np.asarray(load_image(Path(args.data) / f))
+            p = tmp / "proxy.png"
+            Image.fromarray(shift_proxy(gray, 0 if f.startswith("NORMAL") else 1)).save(p)
+            refused += classify_file(model, p, gate)["status"] != "ok"
+        n = len(split["val_files"])
+        print(f"shift-proxy validation scans refused: {refused}/{n} = {refused / n:.4f}")
     return 0
 
 
