@@ -88,11 +88,13 @@ def main():
     ap.add_argument("--model", default=None)
     ap.add_argument("--run", default=None, help="a training run: its validation files are the real scans")
     ap.add_argument("--data", default=None, help="the run's training folder")
-    ap.add_argument("--tmp", default="/tmp/edge-xray-ood")
+    ap.add_argument("--tmp", default=None, help="where to write the generated images (default: a new temporary folder)")
     args = ap.parse_args()
     model = Model(args.model)
     gate = Gate.from_card(model.card)
-    tmp = Path(args.tmp)
+    import tempfile
+
+    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="edge-xray-ood-"))
     tmp.mkdir(parents=True, exist_ok=True)
     cats: dict[str, list] = {}
     images = {**synthetic(np.random.default_rng(0)), **photos()}

@@ -207,8 +207,12 @@ def make_card(model, run, mode, flatbuffer, manifest, version) -> dict:
             "train": _headline(m["train"]),
             "ece_before_temperature": m.get("ece_before"),
         }
-        card["training"] = {"data": cfg["data"], "recipe": cfg["train"], "model": cfg["model"],
-                            "versions": cfg["versions"], "command": cfg.get("command"),
+        t = cfg["train"]
+        card["training"] = {"data": cfg["data"], "recipe": t, "model": cfg["model"], "versions": cfg["versions"],
+                            "command": (f"edge-xray train DATA_DIR --out RUN_DIR --epochs {t['epochs']} "
+                                        f"--qat-epochs {t['qat_epochs']} --image-size {t['image_size']} "
+                                        f"--arch {t['arch']} --seed {t['seed']}"
+                                        + (f" --limit {t['limit']}" if t.get("limit") else "")),
                             "wall_seconds": m.get("wall_seconds")}
     if manifest is not None:
         card["calibration"] = {"npz_sha256": manifest["npz_sha256"], "count": manifest["count"],

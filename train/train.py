@@ -351,6 +351,8 @@ def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SI
         "versions": _versions(),
         "command": " ".join(["edge-xray", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
     }
+    if resume:  # keep the command that started the run
+        config["command"] = json.loads((run / "config.json").read_text()).get("command")
     _write_json(run / "config.json", config)
     _log(quiet, f"data: {len(tr)} train / {len(va)} val images, {len(split['train_patients'])} / "
                 f"{len(split['val_patients'])} patients; model {config['model']['parameters']} parameters, "
