@@ -16,6 +16,8 @@ import numpy as np
 from .card import ModelError, read_model
 from .preprocess import quantize
 
+RUNTIME_ENV = "EDGE_XRAY_RUNTIME"
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "edge-xray-int8.tflite"
 
@@ -23,9 +25,26 @@ DEFAULT_MODEL = MODELS_DIR / "edge-xray-int8.tflite"
 def interpreter_class():
     """(Interpreter class, module name) of the lightest runtime installed.
 
-    In a process that has already imported TensorFlow (training, conversion, evaluation of Keras
-    models), its own interpreter is used: two TFLite builds in one process conflict.
+    EDGE_XRAY_RUNTIME (ai_edge_litert, tflite_runtime or tensorflow) picks one explicitly. In a
+    process that has already imported TensorFlow (training, conversion, evaluation of Keras models),
+    its own interpreter is used: two TFLite builds in one process conflict.
     """
+    wanted = os.environ.get(RUNTIME_ENV)
+    if wanted:
+        if wanted not in RUNTIMES:
+            raise ModelError(f"{RUNTIME_ENV}={wanted}: choose from {', '.join(RUNTIMES)}")
+        try:
+            if wanted == "ai_edge_litert":
+                from ai_edge_litert.interpreter import Interpreter
+            elif wanted == "tflite_runtime":
+                from tflite_runtime.interpreter import Interpreter
+            else:
+                import tensorflow as tf
+
+                return tf.lite.Interpreter, "tensorflow.lite"
+        except ImportError:
+            raise ModelError(f"{RUNTIME_ENV}={wanted}, but {wanted} is not installed") from None
+        return Interpreter, wanted
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 

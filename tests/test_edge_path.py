@@ -44,3 +44,28 @@ def test_info_and_bench_import_no_tensorflow(tiny_models):
                  ["bench", "--model", tiny_models["int8"], "--runs", "10"]):
         p, r = probe(args)
         assert r["heavy"] == [] and r["code"] in (0, None), (args, p.stderr[-500:])
+
+
+def test_both_lightweight_runtimes_give_the_same_answers(tiny_models, subset):
+    """ai_edge_litert and tflite_runtime (the armv7 fallback), each in its own process."""
+    import importlib.util
+    import os
+
+    import pytest
+
+    rows = {}
+    for rt in ("ai_edge_litert", "tflite_runtime"):
+        if importlib.util.find_spec(rt) is None:
+            pytest.skip(f"{rt} is not installed")
+        p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(["classify", str(subset), "--model",
+                            str(tiny_models["int8"]), "--json"])], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, EDGE_XRAY_RUNTIME=rt))
+        probe_out = json.loads(p.stderr.strip().splitlines()[-1])
+        assert probe_out["runtime"] == rt and probe_out["heavy"] == []
+        rows[rt] = [json.loads(x) for x in p.stdout.splitlines()]
+    a, b = rows["ai_edge_litert"], rows["tflite_runtime"]
+    assert len(a) == len(b) == 30
+    for x, y in zip(a, b):
+        assert x["path"] == y["path"] and x["status"] == y["status"]
+        if x["status"] == "ok":
+            assert abs(x["pneumonia_probability"] - y["pneumonia_probability"]) <= 0.01
