@@ -169,7 +169,9 @@ def bench(model, threads, image, runs, as_json):
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default="default",
               show_default=True, help="tf.distribute strategy (multi-worker reads TF_CONFIG).")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
-def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet):
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False),
+              help="A finished run to distil from (repeat for an ensemble).")
+def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet, teachers):
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
     from .train.model import DEFAULT_ARCH, DEFAULT_SIZE
     from .train.train import train as run
@@ -177,7 +179,7 @@ def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resu
     with user_errors():
         try:
             run(data_dir, out, epochs=epochs, qat_epochs=qat_epochs, image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
-                resume=resume, strategy=strategy, quiet=quiet)
+                resume=resume, strategy=strategy, quiet=quiet, teachers=teachers)
         except KeyboardInterrupt:
             raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} --resume`") from None
 

@@ -37,6 +37,7 @@ from .tfcompat import tf_keras, tfmot
 STRATEGIES = ("default", "mirrored", "multi-worker")
 DEFAULT_EPOCHS = 24
 DEFAULT_QAT_EPOCHS = 4
+DISTILL_ALPHA = 0.5  # weight of the teachers' probabilities in the training targets
 
 
 @dataclass
@@ -56,6 +57,8 @@ class TrainConfig:
     limit: int | None = None
     seed: int = 0
     strategy: str = "default"
+    teachers: list = field(default_factory=list)  # names of the runs distilled from
+    distill_alpha: float = DISTILL_ALPHA
     augmentation: dict = field(default_factory=lambda: {
         k: getattr(aug, k) for k in (
             "ROTATION_DEG", "SHIFT", "ZOOM", "ASPECT", "P_BLUR", "BLUR_RADIUS", "P_RESAMPLE",
@@ -111,8 +114,10 @@ def make_strategy(name: str):
 class BatchMaker:
     """Augmented training batches, made in threads (Pillow releases the GIL) a few batches ahead."""
 
-    def __init__(self, images, labels, weights, cfg: TrainConfig, drop_remainder=False):
+    def __init__(self, images, labels, weights, cfg: TrainConfig, drop_remainder=False, targets=None):
         self.images, self.labels, self.weights, self.cfg = images, labels, weights, cfg
+        # training targets: one-hot labels, or labels mixed with a teacher ensemble's probabilities
+        self.targets = np.eye(3, dtype=np.float32)[labels] if targets is None else targets.astype(np.float32)
         self.drop_remainder = drop_remainder  # with several replicas, each must get part of every batch
         self.epoch = 0
         self.pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2))
@@ -137,7 +142,7 @@ class BatchMaker:
                 idx = order[b : b + cfg.batch_size]
                 xs = list(self.pool.map(one, idx, seeds[b : b + cfg.batch_size]))
                 x = np.stack(xs)[..., None].astype(np.float32)
-                y = np.eye(3, dtype=np.float32)[self.labels[idx]]
+                y = self.targets[idx]
                 q.put((x, y, self.weights[self.labels[idx]].astype(np.float32)))
             q.put(None)
 
@@ -282,10 +287,13 @@ def _fit_phase(phase, model, maker, cfg, epochs, lr, run, state, val_x, val_y, q
 def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SIZE, limit: int | None = None,
           seed: int = 0, resume: bool = False, strategy: str = "default", quiet: bool = False,
           qat_epochs: int | None = None, arch: str = DEFAULT_ARCH, batch_size: int = 32,
-          callbacks=None) -> dict:
+          teachers=(), callbacks=None) -> dict:
     """Train a run into OUT; returns its metrics. See the module docstring for the run folder.
 
     With RESUME, the run's own configuration is used; EPOCHS and QAT_EPOCHS, when given, extend it.
+    TEACHERS (finished run folders) are distilled: the training targets become
+    (1 - DISTILL_ALPHA) * one-hot + DISTILL_ALPHA * the teachers' mean probabilities on the
+    un-augmented training images (the validation images are never shown to them).
     """
     t_start = time.time()
     run = Path(out)
@@ -306,7 +314,7 @@ def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SI
         if state_path.exists() or (run / "metrics.json").exists():
             raise TrainError(f"{out}: already holds a run; use --resume or another --out")
         cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
-                          image_size=image_size, arch=arch,
+                          image_size=image_size, arch=arch, teachers=[Path(t).name for t in teachers],
                           batch_size=batch_size, limit=limit, seed=seed, strategy=strategy)
         state = {"phase": None, "epoch": 0, "history": []}
     (run / "ckpt").mkdir(parents=True, exist_ok=True)
@@ -361,7 +369,11 @@ def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SI
     val_x = prepare_all(images[va], cfg.image_size)
     val_y = labels[va]
     weights = class_weights(labels[tr])
-    maker = BatchMaker(images[tr], labels[tr], weights, cfg, drop_remainder=strat.num_replicas_in_sync > 1)
+    targets = None
+    if teachers or cfg.teachers:
+        targets = distill_targets(teachers, cfg, images[tr], labels[tr], quiet)
+    maker = BatchMaker(images[tr], labels[tr], weights, cfg, drop_remainder=strat.num_replicas_in_sync > 1,
+                       targets=targets)
 
     # 1. float phase
     if state.get("phase") in (None, "float"):
@@ -405,6 +417,25 @@ def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SI
                 f"{v['specificity']:.4f}  AUC {v['auc']:.4f}  ECE {result['ece_before']:.4f} -> {v['ece']:.4f}")
     _log(quiet, f"run written to {run}")
     return result
+
+
+def distill_targets(teachers, cfg: TrainConfig, images, labels, quiet) -> np.ndarray:
+    """(1 - alpha) * one-hot + alpha * the mean teacher probabilities, for the training images."""
+    from .tfcompat import load_keras_model
+
+    if not teachers:
+        raise TrainError("this run was distilled: give the same --teacher runs to --resume it")
+    probs = []
+    for t in teachers:
+        path = Path(t) / "qat.h5"
+        if not path.exists():
+            raise TrainError(f"teacher {t}: no qat.h5 (is it a finished `edge-xray train` run?)")
+        m = load_keras_model(path)
+        probs.append(metrics.softmax(_eval_logits(m, prepare_all(images, m.input_shape[1]))))
+        _log(quiet, f"teacher {Path(t).name}: {m.input_shape[1]} px, training accuracy "
+                    f"{float((probs[-1].argmax(1) == labels).mean()):.3f} (3-class)")
+    soft = np.mean(probs, axis=0)
+    return (1 - cfg.distill_alpha) * np.eye(3)[labels] + cfg.distill_alpha * soft
 
 
 def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -> dict:
