@@ -12,7 +12,8 @@ def row(run: Path) -> str:
     cfg = json.loads((run / "config.json").read_text())
     m = json.loads((run / "metrics.json").read_text())
     t, v, p, tr = cfg["train"], m["val"], m["shift_proxy"], m["train"]
-    return (f"| {t['arch']}@{t['image_size']} | {cfg['model']['parameters'] / 1e3:.0f} k | "
+    name = f"{t['arch']}@{t['image_size']}" + (f", distilled from {len(t['teachers'])} runs" if t.get("teachers") else "")
+    return (f"| {name} | {cfg['model']['parameters'] / 1e3:.0f} k | "
             f"{cfg['model']['multiply_adds'] / 1e6:.1f} M | {t['epochs']}+{t['qat_epochs']} | "
             f"{v['accuracy']:.3f} | {v['sensitivity']:.3f} | {v['specificity']:.3f} | {v['auc']:.4f} | "
             f"{v['bacterial_vs_viral_accuracy']:.3f} | {p['accuracy']:.3f} | {p['auc']:.4f} | "

@@ -130,3 +130,19 @@ print("OK", r["val"]["n"])
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert p.returncode == 0, p.stderr[-2000:]
     assert "OK" in p.stdout
+
+
+def test_distillation_targets_mix_labels_and_teachers(tiny_run, tmp_path):
+    from edge_xray.train.train import TrainConfig, TrainError, distill_targets
+
+    run, _ = tiny_run
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 64, 64)).astype(np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    cfg = TrainConfig(image_size=32, distill_alpha=0.5)
+    t = distill_targets([run], cfg, images, labels, quiet=True)
+    assert t.shape == (6, 3) and np.allclose(t.sum(1), 1.0)
+    assert (t[np.arange(6), labels] >= 0.5).all()  # the true label keeps at least 1 - alpha
+    assert not np.allclose(t, np.eye(3)[labels])
+    with pytest.raises(TrainError, match="no qat.h5"):
+        distill_targets([tmp_path], cfg, images, labels, quiet=True)
