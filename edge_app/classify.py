@@ -50,7 +50,7 @@ def _refused(model: Model, path, status: str, reason: str) -> dict:
     return _row(model, path, status=status, error=reason, advice=ADVICE[status].format(reason=reason))
 
 
-def classify_file(model: Model, path, gate=None, heatmap_dir=None) -> dict:
+def classify_file(model: Model, path, gate=None, heatmap_dir=None, heatmaps_written: set | None = None) -> dict:
     """One input -> one result row (never raises for a bad image)."""
     try:
         im = load_image(path, model.size)
@@ -67,7 +67,7 @@ def classify_file(model: Model, path, gate=None, heatmap_dir=None) -> dict:
         from .heatmap import save_heatmap
 
         try:
-            row["heatmap"] = str(save_heatmap(model, im, features, row, heatmap_dir, path))
+            row["heatmap"] = str(save_heatmap(model, im, features, row, heatmap_dir, path, heatmaps_written))
         except OSError as e:
             row["heatmap"], row["heatmap_error"] = None, f"cannot write heatmap ({e.strerror or e})"
     return row
@@ -81,12 +81,13 @@ def classify(paths, model=None, threads: int | None = None, gate=True, heatmap_d
         from .gate import Gate
 
         g = Gate.from_card(m.card)
+    written: set = set()
     for p in paths:
         files = list_images([p])
         if not files:
             yield _refused(m, p, "error", "folder holds no images")
         for f in files:
-            yield classify_file(m, f, g, heatmap_dir)
+            yield classify_file(m, f, g, heatmap_dir, written)
 
 
 class RowWriter:

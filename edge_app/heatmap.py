@@ -26,7 +26,10 @@ def cam(model, features: np.ndarray, label: int) -> np.ndarray:
     return m / m.max() if m.max() > 0 else m
 
 
-def save_heatmap(model, im: Image.Image, features: np.ndarray, row: dict, out_dir, src_path) -> Path:
+def save_heatmap(model, im: Image.Image, features: np.ndarray, row: dict, out_dir, src_path,
+                 written: set | None = None) -> Path:
+    """Write the overlay PNG; WRITTEN (the paths this batch wrote) keeps equal file names apart."""
+    written = set() if written is None else written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     label = {"bacterial": 1, "viral": 2}.get(row.get("pneumonia_type"), 1)
@@ -40,7 +43,11 @@ def save_heatmap(model, im: Image.Image, features: np.ndarray, row: dict, out_di
     red = np.array([255.0, 40.0, 0.0])
     a = (ALPHA * h)[..., None]
     rgb = rgb * (1 - a) + red * a
-    name = Path(src_path).stem + ".heatmap.png"
-    dest = out / name
+    dest = out / (Path(src_path).stem + ".heatmap.png")
+    n = 1
+    while dest in written:  # same file name from another folder in this batch
+        n += 1
+        dest = out / f"{Path(src_path).stem}-{n}.heatmap.png"
+    written.add(dest)
     Image.fromarray(np.uint8(rgb.clip(0, 255))).save(dest)
     return dest

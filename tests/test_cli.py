@@ -260,5 +260,11 @@ def test_heatmap_png_per_scan(tiny_models, tmp_path, good_scans):
     assert r.exit_code == 0, r.output
     maps = sorted((tmp_path / "maps").glob("*.png"))
     assert [m.name for m in maps] == ["good0.heatmap.png", "good1.heatmap.png"]
+    (tmp_path / "other").mkdir()
+    shutil.copy(good_scans[0], tmp_path / "other" / good_scans[0].name)
+    r = run("classify", good_scans[0], tmp_path / "other" / good_scans[0].name, "--model", tiny_models["int8"],
+            "--heatmap", tmp_path / "maps2", "--json")
+    assert r.exit_code == 0
+    assert sorted(m.name for m in (tmp_path / "maps2").glob("*.png")) == ["good0-2.heatmap.png", "good0.heatmap.png"]
     im = Image.open(maps[0])
     assert im.mode == "RGB" and min(im.size) > 64

@@ -161,3 +161,44 @@ def test_fuzz_decode_and_prepare_only_refuse_cleanly(data):
         return
     x = prepare(im, 128)
     assert x.shape == (128, 128) and np.isfinite(x).all()
+
+
+@bundled
+@pytest.mark.parametrize("variant", ["png16", "tiff16", "dicom_mono1", "dicom_mono2", "exif_rotated", "rgba", "palette"])
+def test_clinic_formats_give_the_same_answer_as_the_jpeg(data_dir, tmp_path, variant):
+    """A real full-resolution scan, re-encoded as clinics produce it, gets the same label and p."""
+    from edge_xray.classify import classify_file
+    from edge_xray.gate import Gate
+    from edge_xray.runtime import Model
+
+    src = sorted((FULLRES / "PNEUMONIA").glob("*.jpeg"))[0]
+    g8 = np.asarray(Image.open(src).convert("L"))
+    g16 = g8.astype(np.uint16) * 256 + 128
+    p = tmp_path / f"scan-{variant}"
+    if variant == "png16":
+        p = p.with_suffix(".png")
+        Image.fromarray(g16).save(p)
+    elif variant == "tiff16":
+        p = p.with_suffix(".tif")
+        Image.fromarray(g16).save(p)
+    elif variant == "dicom_mono1":
+        p = write_dicom(p.with_suffix(".dcm"), (4095 - g8.astype(np.uint16) * 16), photometric="MONOCHROME1")
+    elif variant == "dicom_mono2":
+        p = write_dicom(p.with_suffix(".dcm"), g8.astype(np.uint16) * 16, slope=0.5, intercept=10)
+    elif variant == "exif_rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        p = p.with_suffix(".jpg")
+        Image.fromarray(g8).rotate(90, expand=True).convert("RGB").save(p, exif=exif, quality=95)
+    elif variant == "rgba":
+        p = p.with_suffix(".png")
+        Image.fromarray(g8).convert("RGBA").save(p)
+    else:
+        p = p.with_suffix(".png")
+        Image.fromarray(g8).convert("P").save(p)
+    m = Model()
+    gate = Gate.from_card(m.card)
+    ref, got = classify_file(m, src, gate), classify_file(m, p, gate)
+    assert ref["status"] == got["status"] == "ok", got
+    assert got["label"] == ref["label"]
+    assert abs(got["pneumonia_probability"] - ref["pneumonia_probability"]) < 0.05
