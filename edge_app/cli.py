@@ -19,6 +19,7 @@ from . import __version__
 
 EXIT_INPUT = 3  # the exit codes of ImageError, DataError, CalibrationError, EvaluateError
 EXIT_MODEL = 4  # of ModelError and ConvertError
+TRAIN_EXTRA_MODULES = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "sklearn", "matplotlib")
 
 
 @contextlib.contextmanager
@@ -26,6 +27,11 @@ def user_errors():
     """The project's errors carry a one-line message and an `exit_code`: turn them into click errors."""
     try:
         yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        raise click.ClickException(f"this needs the train extra ({e.name} is not installed): "
+                                   "pip install 'edge-xray[train]'") from None
     except Exception as e:
         code = getattr(e, "exit_code", None)
         if code is None:

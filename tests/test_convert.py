@@ -179,3 +179,12 @@ def test_gate_fit_writes_a_working_gate_into_the_card(tiny_models, data_dir, tmp
     x = prepare(noise, TINY)
     reason = gate.check(noise, x, None)
     assert reason and reason.startswith("does not look like a frontal chest X-ray")
+
+
+def test_missing_train_extra_is_a_clear_error(tiny_models, subset, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on an edge-only install
+    r = run("evaluate", tiny_models["int8"], subset, "--report", tmp_path / "rep")
+    assert r.exit_code == 1
+    assert r.stderr == "Error: this needs the train extra (matplotlib is not installed): pip install 'edge-xray[train]'\n"
