@@ -28,39 +28,22 @@ DISTANCE_MARGIN = 1.5  # the distance threshold is this many times the REFUSAL_Q
 TEMPLATE_MARGIN = 0.06  # the layout threshold sits this far below the lowest real scan seen
 
 
-def pooled_features(interpreter, paths, size):
-    """Dequantized pooled features of PATHS through a TFLite interpreter (None for unreadable files)."""
-    from edge_xray.preprocess import quantize
-
-    inp = interpreter.get_input_details()[0]
-    feat = next(d for d in interpreter.get_output_details() if len(d["shape"]) == 4)
+def pooled_features(model, paths):
+    """Pooled features and layouts of the readable PATHS, through MODEL (an edge_xray.runtime.Model)."""
     out, layouts = [], []
     for p in paths:
         try:
-            x = load_and_prepare(p, size)
+            x = load_and_prepare(p, model.size)
         except ImageError:
             continue
-        t = x.reshape(inp["shape"]).astype(np.float32)
-        if inp["dtype"] != np.float32:
-            t = quantize(t, *inp["quantization"], inp["dtype"])
-        interpreter.set_tensor(inp["index"], t)
-        interpreter.invoke()
-        f = interpreter.get_tensor(feat["index"])[0].astype(np.float32)
-        if feat["dtype"] != np.float32:
-            s, z = feat["quantization"]
-            f = (f - z) * s
+        _, f = model.run(x, features=True)
         out.append(f.mean(axis=(0, 1)))
         layouts.append(layout(x))
     return np.stack(out), np.stack(layouts)
 
 
-def fit_gate(flatbuffer: bytes, run: Path, data_dir, seed: int = 0) -> dict:
-    from edge_xray.train.tfcompat import tf_keras
-
-    tf, _ = tf_keras()
-    it = tf.lite.Interpreter(model_content=flatbuffer)
-    it.allocate_tensors()
-    size = int(it.get_input_details()[0]["shape"][1])
+def fit_gate(model, run: Path, data_dir, seed: int = 0) -> dict:
+    """Gate parameters for MODEL (an edge_xray.runtime.Model of the converted network)."""
     split = json.loads((Path(run) / "split.json").read_text())
     val_names = set(split["val_files"])
     items = scan_folder(data_dir)
@@ -68,7 +51,7 @@ def fit_gate(flatbuffer: bytes, run: Path, data_dir, seed: int = 0) -> dict:
     train = [i.path for i in items if f"{i.path.parent.name}/{i.path.name}" not in val_names]
     rng = np.random.default_rng(seed)
     train = [train[i] for i in sorted(rng.choice(len(train), min(FIT_IMAGES, len(train)), replace=False))]
-    f, lay = pooled_features(it, train, size)
+    f, lay = pooled_features(model, train)
     template = lay.mean(0)
     mean = f.mean(0)
     _, s, vt = np.linalg.svd(f - mean, full_matrices=False)
@@ -79,7 +62,7 @@ def fit_gate(flatbuffer: bytes, run: Path, data_dir, seed: int = 0) -> dict:
               "mean": mean.round(5).tolist(), "components": vt[:k].round(5).tolist(),
               "variances": var[:k].round(6).tolist(), "residual_variance": max(resid, 1e-8), "threshold": 0.0}
     g = Gate(params)
-    fv, lv = pooled_features(it, val, size)
+    fv, lv = pooled_features(model, val)
     dv = np.array([g.distance(x) for x in fv])
     params["threshold"] = round(DISTANCE_MARGIN * float(np.quantile(dv, REFUSAL_QUANTILE)), 4)
     cors = np.array([correlation(v, template) for v in np.concatenate([lay, lv])])

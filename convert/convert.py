@@ -118,11 +118,9 @@ def _convert(model, mode: str, calibration: np.ndarray | None) -> bytes:
     return conv.convert()
 
 
-def float_tensors(flatbuffer: bytes) -> list[str]:
-    """Names of float32 tensors in a model (an int8 model must have none)."""
-    tf, _ = tf_keras()
-    it = tf.lite.Interpreter(model_content=flatbuffer)
-    return [d["name"] for d in it.get_tensor_details() if d["dtype"] == np.float32]
+def float_tensors(net) -> list[str]:
+    """Names of float32 tensors in a converted model (an int8 model must have none)."""
+    return [d["name"] for d in net.interpreter.get_tensor_details() if d["dtype"] == np.float32]
 
 
 def convert(source, out, mode: str = "int8", calibration=None, version: str = __version__,
@@ -145,11 +143,14 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str = __
     else:
         net = export_model(float_twin(model))
     flatbuffer = _convert(net, mode, cal_x)
+    from edge_xray.runtime import Model
+
+    converted = Model(flatbuffer=flatbuffer)  # TensorFlow is loaded here, so this is tf.lite's interpreter
     if mode == "int8":
-        left = float_tensors(flatbuffer)
+        left = float_tensors(converted)
         if left:
             raise ConvertError(f"conversion left {len(left)} float tensors (e.g. {left[0]}): not fully integer")
-    card = make_card(model, run, mode, flatbuffer, manifest, version)
+    card = make_card(model, run, mode, converted, manifest, version)
     if float_model:
         card["float_model"] = float_model
     if gate_data is not None:
@@ -157,26 +158,19 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str = __
             raise ConvertError("--gate-data needs a run folder as the source (its split gives the validation scans)")
         from edge_xray.calibration.gate import fit_gate
 
-        card["gate"] = fit_gate(flatbuffer, run, gate_data)
+        card["gate"] = fit_gate(converted, run, gate_data)
     return write_model(out, flatbuffer, card)
 
 
-def _input_spec(flatbuffer):
-    tf, _ = tf_keras()
-    it = tf.lite.Interpreter(model_content=flatbuffer)
-    d = it.get_input_details()[0]
+def _tensor_spec(d) -> dict:
     scale, zp = d["quantization"]
-    outs = {}
-    for o in it.get_output_details():
-        s, z = o["quantization"]
-        outs["features" if len(o["shape"]) == 4 else "logits"] = {
-            "shape": [int(v) for v in o["shape"]], "dtype": np.dtype(o["dtype"]).name, "scale": float(s), "zero_point": int(z)}
     return {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name, "scale": float(scale),
-            "zero_point": int(zp), "range": [0.0, 1.0], "preprocessing": PREPROCESSING}, outs
+            "zero_point": int(zp)}
 
 
-def make_card(model, run, mode, flatbuffer, manifest, version) -> dict:
-    inp, outs = _input_spec(flatbuffer)
+def make_card(model, run, mode, converted, manifest, version) -> dict:
+    inp = dict(_tensor_spec(converted.input), range=[0.0, 1.0], preprocessing=PREPROCESSING)
+    outs = {name: _tensor_spec(d) for name, d in converted.outputs.items()}
     weights = {w.name.removeprefix("quant_"): w.numpy() for w in model.weights}
     kernel, bias = weights["logits/kernel:0"], weights["logits/bias:0"]
     card = {

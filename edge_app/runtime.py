@@ -22,51 +22,49 @@ MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "edge-xray-int8.tflite"
 
 
-def interpreter_class():
-    """(Interpreter class, module name) of the lightest runtime installed.
-
-    EDGE_XRAY_RUNTIME (ai_edge_litert, tflite_runtime or tensorflow) picks one explicitly. In a
-    process that has already imported TensorFlow (training, conversion, evaluation of Keras models),
-    its own interpreter is used: two TFLite builds in one process conflict.
-    """
-    wanted = os.environ.get(RUNTIME_ENV)
-    if wanted:
-        if wanted not in RUNTIMES:
-            raise ModelError(f"{RUNTIME_ENV}={wanted}: choose from {', '.join(RUNTIMES)}")
-        try:
-            if wanted == "ai_edge_litert":
-                from ai_edge_litert.interpreter import Interpreter
-            elif wanted == "tflite_runtime":
-                from tflite_runtime.interpreter import Interpreter
-            else:
-                import tensorflow as tf
-
-                return tf.lite.Interpreter, "tensorflow.lite"
-        except ImportError:
-            raise ModelError(f"{RUNTIME_ENV}={wanted}, but {wanted} is not installed") from None
-        return Interpreter, wanted
-    if "tensorflow" in sys.modules:
+def _import_interpreter(name: str):
+    if name == "ai_edge_litert":
+        from ai_edge_litert.interpreter import Interpreter
+    elif name == "tflite_runtime":
+        from tflite_runtime.interpreter import Interpreter
+    else:
         import tensorflow as tf
 
-        return tf.lite.Interpreter, "tensorflow.lite"
-    try:
-        from ai_edge_litert.interpreter import Interpreter
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
 
-        return Interpreter, "ai_edge_litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
 
-        return Interpreter, "tflite_runtime"
-    except ImportError:
-        pass
-    try:
-        import tensorflow as tf  # last resort: a training machine without the edge runtime
+def interpreter_class():
+    """(Interpreter class, runtime name) of the lightest runtime installed, in the order RUNTIMES.
 
-        return tf.lite.Interpreter, "tensorflow.lite"
-    except ImportError:
-        raise ModelError("no TFLite runtime installed: pip install 'edge-xray[edge]'") from None
+    EDGE_XRAY_RUNTIME (one of RUNTIMES) picks one explicitly. In a process that has already imported
+    TensorFlow (training, conversion, evaluation of Keras models), its own interpreter is used: two
+    TFLite builds in one process conflict.
+    """
+    wanted = os.environ.get(RUNTIME_ENV)
+    if wanted and wanted not in RUNTIMES:
+        raise ModelError(f"{RUNTIME_ENV}={wanted}: choose from {', '.join(RUNTIMES)}")
+    order = [wanted] if wanted else ["tensorflow"] if "tensorflow" in sys.modules else RUNTIMES
+    for name in order:
+        try:
+            return _import_interpreter(name), name
+        except ImportError:
+            continue
+    if wanted:
+        raise ModelError(f"{RUNTIME_ENV}={wanted}, but {wanted} is not installed")
+    raise ModelError("no TFLite runtime installed: pip install 'edge-xray[edge]'")
+
+
+def load_interpreter(flatbuffer: bytes, threads: int | None = None):
+    """(allocated interpreter, runtime name) for a model's flatbuffer; ModelError if it is not one."""
+    Interpreter, runtime = interpreter_class()
+    try:
+        with _quiet_stderr():  # the runtime prints an INFO line about its CPU delegate
+            it = Interpreter(model_content=flatbuffer, num_threads=threads or default_threads())
+            it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"not a valid TFLite model ({str(e).splitlines()[0]})") from None
+    return it, runtime
 
 
 @contextlib.contextmanager
@@ -106,18 +104,20 @@ def resolve_model_path(model=None) -> Path:
 class Model:
     """A model file with its card, ready to run on prepared images."""
 
-    def __init__(self, path=None, threads: int | None = None):
-        self.path = resolve_model_path(path).resolve()
-        flatbuffer, self.card = read_model(self.path)
-        self.sha256 = self.card.get("sha256") or self.card["flatbuffer_sha256"]
-        Interpreter, self.runtime = interpreter_class()
+    def __init__(self, path=None, threads: int | None = None, flatbuffer: bytes | None = None):
+        """PATH (default: the bundled model) with its card; or FLATBUFFER alone, not yet carded
+        (conversion uses that to inspect and run a model it has just made)."""
+        if flatbuffer is None:
+            self.path = resolve_model_path(path).resolve()
+            flatbuffer, self.card = read_model(self.path)
+            self.sha256 = self.card.get("sha256") or self.card["flatbuffer_sha256"]
+        else:
+            self.path, self.card, self.sha256 = Path("<converted>"), {}, None
         self.threads = threads or default_threads()
         try:
-            with _quiet_stderr():  # the runtime prints an INFO line about its CPU delegate
-                self.interpreter = Interpreter(model_content=flatbuffer, num_threads=self.threads)
-                self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{self.path.name}: not a valid TFLite model ({str(e).splitlines()[0]})") from None
+            self.interpreter, self.runtime = load_interpreter(flatbuffer, self.threads)
+        except ModelError as e:
+            raise ModelError(f"{self.path.name}: {e}") from None
         inp = self.interpreter.get_input_details()
         if len(inp) != 1 or len(inp[0]["shape"]) != 4:
             raise ModelError(f"{self.path.name}: expected one image input, got {len(inp)} inputs")
