@@ -23,7 +23,7 @@ class EvaluateError(ValueError):
 
 
 class Predictor:
-    """Logits for prepared images, from a .tflite (edge runtime) or a Keras model."""
+    """Calibrated probabilities for prepared images, from a .tflite (edge runtime) or a Keras model."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -36,24 +36,26 @@ class Predictor:
             self.bias = self.model.logit_bias
             self.sha256 = self.model.sha256
         else:
-            from .convert import load_source
+            from .convert import is_qat, load_source
 
             self.keras, run = load_source(self.path)
-            self.kind, self.size = ("keras-qat" if "Quantize" in str([type(l) for l in self.keras.layers])
-                                    else "keras-float"), self.keras.input_shape[1]
+            self.kind = "keras-qat" if is_qat(self.keras) else "keras-float"
+            self.size = self.keras.input_shape[1]
             m = json.loads((run / "metrics.json").read_text()) if run else {}
             self.temperature, self.threshold = m.get("temperature", 1.0), m.get("threshold", 0.5)
             self.bias = m.get("logit_bias")
             self.sha256 = None
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def probs(self, x: np.ndarray) -> np.ndarray:
         if hasattr(self, "model"):
-            return np.stack([self.model.run(xi) for xi in x])
-        return self.keras.predict(x[..., None], batch_size=64, verbose=0)
+            logits = np.stack([self.model.run(xi) for xi in x])
+        else:
+            logits = self.keras.predict(x[..., None], batch_size=64, verbose=0)
+        return metrics.softmax(logits, self.temperature, self.bias)
 
 
-def predict_folder(pred: Predictor, data_dir):
-    """(files, labels, logits, skipped) for a Kermany-layout folder."""
+def prepare_folder(data_dir, size: int):
+    """(files, labels, prepared images, skipped) for a Kermany-layout folder."""
     try:
         items = scan_folder(data_dir)
     except DataError as e:
@@ -61,7 +63,7 @@ def predict_folder(pred: Predictor, data_dir):
     files, labels, xs, skipped = [], [], [], []
     for it in items:
         try:
-            xs.append(load_and_prepare(it.path, pred.size))
+            xs.append(load_and_prepare(it.path, size))
         except ImageError as e:
             skipped.append(f"{it.path.name}: {e}")
             continue
@@ -69,14 +71,13 @@ def predict_folder(pred: Predictor, data_dir):
         labels.append(it.label)
     if not xs:
         raise EvaluateError(f"{data_dir}: no readable images")
-    logits = np.concatenate([pred.logits(np.stack(xs[i : i + 256])) for i in range(0, len(xs), 256)])
-    return files, np.array(labels), logits, skipped
+    return files, np.array(labels), np.stack(xs), skipped
 
 
 def evaluate(model, data_dir, report: str | None = None) -> dict:
     pred = Predictor(model)
-    files, labels, logits, skipped = predict_folder(pred, data_dir)
-    probs = metrics.softmax(logits, pred.temperature, pred.bias)
+    files, labels, x, skipped = prepare_folder(data_dir, pred.size)
+    probs = pred.probs(x)
     res = metrics.screening_report(labels, probs, pred.threshold)
     res.update(model=str(pred.path), model_kind=pred.kind, model_sha256=pred.sha256, data=str(data_dir),
                temperature=pred.temperature, skipped=skipped)
@@ -89,10 +90,8 @@ def compare(float_model, int8_model, data_dir) -> dict:
     a, b = Predictor(float_model), Predictor(int8_model)
     if a.size != b.size:
         raise EvaluateError(f"the models take different input sizes ({a.size} and {b.size} px)")
-    files, labels, la, skipped = predict_folder(a, data_dir)
-    _, _, lb, _ = predict_folder(b, data_dir)
-    pa = metrics.softmax(la, a.temperature, a.bias)
-    pb = metrics.softmax(lb, b.temperature, b.bias)
+    files, labels, x, skipped = prepare_folder(data_dir, a.size)  # decoded once, for both models
+    pa, pb = a.probs(x), b.probs(x)
     ra = metrics.screening_report(labels, pa, a.threshold)
     rb = metrics.screening_report(labels, pb, b.threshold)
     qa = metrics.pneumonia_probability(pa)
@@ -109,8 +108,8 @@ def compare(float_model, int8_model, data_dir) -> dict:
         "max_abs_delta_p": float(dp.max()),
         "mean_abs_delta_p": float(dp.mean()),
         "disagreements": [
-            {"file": f, "float_p": round(float(x), 4), "int8_p": round(float(y), 4)}
-            for f, x, y, d1, d2 in zip(files, qa, qb, da, db) if d1 != d2
+            {"file": f, "float_p": round(float(p1), 4), "int8_p": round(float(p2), 4)}
+            for f, p1, p2, d1, d2 in zip(files, qa, qb, da, db) if d1 != d2
         ],
         "skipped": skipped,
     }
