@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_xray import LABELS, __version__
 from edge_xray.card import write_model
-from edge_xray.train.model import build_model
+from edge_xray.train.model import arch_of, build_model
 from edge_xray.train.tfcompat import load_keras_model, tf_keras
 
 CALIBRATION_STEPS = 300  # representative images fed to the converter
@@ -74,9 +74,10 @@ def float_twin(model):
     """The float network with the weights of MODEL (QAT wrappers stripped)."""
     if not is_qat(model):
         return model
-    size = model.input_shape[1]
-    arch = next((a for a in ("xs", "s", "m") if model.name.endswith(f"{a}_{size}") or f"_{a}_" in model.name), None)
-    plain = build_model(size, arch or "s")
+    arch = arch_of(model)
+    if arch is None:
+        raise ConvertError(f"cannot strip quantization: {model.name} was not built by `edge-xray train`")
+    plain = build_model(model.input_shape[1], arch)
     trained = {w.name.removeprefix("quant_"): w for w in model.weights}
     for w in plain.weights:
         src = trained.get(w.name)

@@ -19,6 +19,7 @@ ARCHITECTURES = {
     "m": dict(stem=16, blocks=((1, 32), (2, 64), (1, 64), (2, 128), (1, 128), (2, 192), (1, 192), (2, 256), (1, 256))),
 }
 DEFAULT_ARCH = "s"
+NAME_PREFIX = "edge_xray_"  # models are named edge_xray_{arch}_{image size}
 DROPOUT = 0.2
 
 
@@ -50,7 +51,16 @@ def build_model(image_size: int = DEFAULT_SIZE, arch: str = DEFAULT_ARCH, dropou
     x = L.GlobalAveragePooling2D(name="pool")(x)
     x = L.Dropout(dropout, name="dropout")(x)
     out = L.Dense(3, name="logits", kernel_regularizer=reg)(x)
-    return keras.Model(inp, out, name=f"edge_xray_{arch}_{image_size}")
+    return keras.Model(inp, out, name=f"{NAME_PREFIX}{arch}_{image_size}")
+
+
+def arch_of(model) -> str | None:
+    """The architecture a model was built with (recorded in its name by build_model), or None."""
+    name = model.name
+    if not name.startswith(NAME_PREFIX):
+        return None
+    arch = name[len(NAME_PREFIX):].rsplit("_", 1)[0]
+    return arch if arch in ARCHITECTURES else None
 
 
 def multiply_adds(model) -> int:
