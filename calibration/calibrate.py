@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from edge_xray import LABELS
-from edge_xray.preprocess import file_sha256, prepare
-from edge_xray.train.data import DataError, load_images, near_duplicate_pairs, scan_folder
+from edge_xray.preprocess import file_sha256
+from edge_xray.train.data import DataError, load_images, near_duplicate_pairs, prepare_all, scan_folder
 from edge_xray.train.model import DEFAULT_SIZE as DEFAULT_IMAGE_SIZE
 
 DEFAULT_SIZE = 300  # images
@@ -69,7 +68,7 @@ def calibrate(data_dir, out, size: int = DEFAULT_SIZE, seed: int = 0, image_size
         chosen.extend(picked)
         strata[LABELS[c]] = len(picked)
     chosen = sorted(chosen)
-    x = np.stack([np.rint(prepare(Image.fromarray(raw[i]), image_size) * 255).astype(np.uint8) for i in chosen])
+    x = np.rint(prepare_all(raw[chosen], image_size)[..., 0] * 255).astype(np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, images=x, labels=labels[chosen].astype(np.uint8))
     manifest = {

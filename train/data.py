@@ -118,6 +118,15 @@ HASH_SIDE = 16  # 256-bit difference hash: equal hashes find the dataset's ~24 n
 DUPLICATE_DISTANCE = 10  # bits: pairs this close are treated as the same image
 
 
+def prepare_all(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images (n, h, w) -> the model's float inputs (n, size, size, 1), via the edge preprocessing."""
+    from PIL import Image
+
+    from edge_xray.preprocess import prepare
+
+    return np.stack([prepare(Image.fromarray(a), size) for a in images])[..., None]
+
+
 def dhash_bits(gray: np.ndarray) -> np.ndarray:
     """Difference hash of a uint8 image as HASH_SIDE**2 booleans."""
     from PIL import Image

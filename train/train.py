@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_xray import LABELS, metrics
-from edge_xray.preprocess import prepare
 
 from . import augment as aug
-from .data import SOURCE_SIZE, DataError, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
+from .data import (SOURCE_SIZE, DataError, file_list_hash, load_images, patient_split, prepare_all, scan_folder,
+                   stratified_limit)
 from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, build_model, multiply_adds
 from .tfcompat import tf_keras, tfmot
 
@@ -164,12 +164,6 @@ def _dataset(maker: BatchMaker, size: int):
     return ds.with_options(opts)
 
 
-def prepare_all(images: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.stack([prepare(Image.fromarray(a), size) for a in images])[..., None]
-
-
 def _eval_logits(model, x, batch=128):
     return model.predict(x, batch_size=batch, verbose=0)
 
@@ -236,7 +230,7 @@ def _write_json(path: Path, obj):
     os.replace(tmp, path)
 
 
-def _lr_schedule(cfg: TrainConfig, base: float, epochs: int, steps: int, warmup: int):
+def _lr_schedule(base: float, epochs: int, steps: int, warmup: int):
     tf, keras = tf_keras()
     total = max(1, epochs * steps)
     warm = min(warmup * steps, total // 2)
@@ -257,7 +251,7 @@ def _lr_schedule(cfg: TrainConfig, base: float, epochs: int, steps: int, warmup:
 def _fit_phase(phase, model, maker, cfg, epochs, lr, run, state, val_x, val_y, quiet, callbacks, strategy, warmup):
     tf, keras = tf_keras()
     steps = maker.steps()
-    schedule = _lr_schedule(cfg, lr, epochs, steps, warmup)
+    schedule = _lr_schedule(lr, epochs, steps, warmup)
     with strategy.scope():
         opt = keras.optimizers.Adam(schedule)
         model.compile(
