@@ -222,6 +222,8 @@ def convert(source, mode, calibration, out, float_model, model_version, gate_dat
     """Convert a training run (or its .h5) to TFLite, with its card."""
     from .convert.convert import convert as run
 
+    if mode == "int8" and calibration is None:
+        raise click.UsageError("--int8 needs --calibration CALIB (make one with `edge-xray calibrate`)")
     with user_errors():
         card = run(source, out, mode=mode, calibration=calibration, float_model=float_model, gate_data=gate_data,
                    **({"version": model_version} if model_version else {}))
