@@ -15,6 +15,7 @@ The parameters of 2 and 3 live in the model card (`gate`), so the gate always ma
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 MAX_CHROMA = 12.0  # mean |R-G|+|G-B|+|B-R| (grey levels) above which an image is a colour photo
 MIN_STD = 6.0  # grey levels: below this the image is blank
@@ -24,8 +25,6 @@ TEMPLATE_SIDE = 16
 
 def layout(x: np.ndarray) -> np.ndarray:
     """The prepared image (values 0..1) shrunk to TEMPLATE_SIDE x TEMPLATE_SIDE, flattened."""
-    from PIL import Image
-
     im = Image.fromarray(np.rint(x * 255).astype(np.uint8)).resize((TEMPLATE_SIDE, TEMPLATE_SIDE),
                                                                      Image.Resampling.BILINEAR)
     return np.asarray(im, np.float32).ravel()
@@ -85,7 +84,7 @@ def image_reason(im) -> str | None:
     w, h = im.size
     if max(w, h) / min(w, h) > MAX_ASPECT:
         return f"aspect ratio {max(w, h) / min(w, h):.1f} is not that of a chest X-ray"
-    small = np.asarray(im.resize((64, 64)), np.float32)
+    small = np.asarray(im.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0), np.float32)
     if small.std() < MIN_STD:
         return "blank or nearly uniform image"
     return None

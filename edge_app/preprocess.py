@@ -123,8 +123,8 @@ def colourfulness(im: Image.Image) -> float:
     """Mean |R-G| + |G-B| + |B-R| in grey levels on a thumbnail (0 for a grey image)."""
     if im.mode in ("L", "1", "I", "F") or im.mode.startswith("I;"):
         return 0.0
-    small = im.copy()
-    small.thumbnail((64, 64))
+    rgb_im = im if im.mode in ("RGB", "RGBA") else im.convert("RGB")
+    small = rgb_im.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0)
     rgb = np.asarray(small.convert("RGB"), np.int16)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     return float((np.abs(r - g) + np.abs(g - b) + np.abs(b - r)).mean())
