@@ -3,14 +3,14 @@
     python benchmarks/evidence.py RUN_DIR [RUN_DIR...]
 """
 
-import json
 import sys
-from pathlib import Path
+
+from edge_xray.train.rundir import RunDir
 
 
-def row(run: Path) -> str:
-    cfg = json.loads((run / "config.json").read_text())
-    m = json.loads((run / "metrics.json").read_text())
+def row(path) -> str:
+    run = RunDir(path)
+    cfg, m = run.config, run.metrics
     t, v, p, tr = cfg["train"], m["val"], m["shift_proxy"], m["train"]
     name = f"{t['arch']}@{t['image_size']}" + (f", distilled from {len(t['teachers'])} runs" if t.get("teachers") else "")
     return (f"| {name} | {cfg['model']['parameters'] / 1e3:.0f} k | "
@@ -28,4 +28,4 @@ HEADER = ("| network | params | multiply-adds | epochs (float+QAT) | val acc | v
 if __name__ == "__main__":
     print(HEADER)
     for r in sys.argv[1:]:
-        print(row(Path(r)))
+        print(row(r))

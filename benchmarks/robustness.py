@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_xray.classify import interpret
+from edge_xray.decision import Calibration
 from edge_xray.preprocess import load_image, prepare
 from edge_xray.runtime import Model
 from edge_xray.train.augment import perturb
+from edge_xray.train.rundir import RunDir
 
 FIELD = ("jpeg20", "bright+20", "bright-20", "contrast+20", "contrast-20", "rotate5")
 
 
 def decide(model, gray: np.ndarray) -> str:
-    return interpret(model, model.run(prepare(Image.fromarray(gray), model.size)))["label"]
+    return Calibration.from_card(model.card).decide(model.run(prepare(Image.fromarray(gray), model.size))).label
 
 
 def main():
@@ -37,8 +38,7 @@ def main():
     ap.add_argument("--fullres", default=None)
     args = ap.parse_args()
     m = Model(args.model)
-    split = json.loads((Path(args.run) / "split.json").read_text())
-    grays = [np.asarray(load_image(Path(args.data) / f)) for f in split["val_files"]]
+    grays = [np.asarray(load_image(Path(args.data) / f)) for f in RunDir(args.run).split["val_files"]]
     base = [decide(m, g) for g in grays]
     out = {"model_sha256": m.sha256, "val_images": len(grays)}
     for kind in FIELD:

@@ -15,17 +15,14 @@ import numpy as np
 
 from edge_xray import LABELS
 from edge_xray.preprocess import file_sha256
-from edge_xray.train.data import DataError, load_images, near_duplicate_pairs, prepare_all, scan_folder
+from edge_xray.errors import InputError
+from edge_xray.train.rundir import file_key
+from edge_xray.train.data import load_images, near_duplicate_pairs, prepare_all, scan_folder
 from edge_xray.train.model import DEFAULT_SIZE as DEFAULT_IMAGE_SIZE
 
 DEFAULT_SIZE = 300  # images
 BINS = 3  # terciles of brightness and of contrast
 
-
-class CalibrationError(ValueError):
-    """A calibration set that cannot be made or read (one-line message)."""
-
-    exit_code = 3
 
 
 def calibrate(data_dir, out, size: int = DEFAULT_SIZE, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE) -> dict:
@@ -34,16 +31,13 @@ def calibrate(data_dir, out, size: int = DEFAULT_SIZE, seed: int = 0, image_size
     if out.suffix != ".npz":
         out = out.with_suffix(".npz")
     if size < 3:
-        raise CalibrationError(f"--size must be at least 3 (got {size})")
-    try:
-        items = scan_folder(data_dir)
-    except DataError as e:
-        raise CalibrationError(str(e)) from None
+        raise InputError(f"--size must be at least 3 (got {size})")
+    items = scan_folder(data_dir)
     items, raw, skipped = load_images(items, 224)
     labels = np.array([i.label for i in items])
     present = sorted(set(labels.tolist()))
     if len(items) == 0 or 0 not in present or len(present) < 2:
-        raise CalibrationError(f"{data_dir}: needs readable NORMAL and PNEUMONIA images")
+        raise InputError(f"{data_dir}: needs readable NORMAL and PNEUMONIA images")
     # near-duplicates: keep the first of each pair
     drop = {int(j) for _, j in near_duplicate_pairs(raw)}
     keep = np.array([i for i in range(len(items)) if i not in drop])
@@ -83,7 +77,7 @@ def calibrate(data_dir, out, size: int = DEFAULT_SIZE, seed: int = 0, image_size
         "near_duplicates_dropped": len(drop),
         "skipped_unreadable": skipped,
         "files": [
-            {"file": f"{items[i].path.parent.name}/{items[i].path.name}", "label": LABELS[labels[i]],
+            {"file": file_key(items[i].path), "label": LABELS[labels[i]],
              "sha256": file_sha256(items[i].path)}
             for i in chosen
         ],
@@ -99,18 +93,18 @@ def load_calibration(path) -> tuple[np.ndarray, dict]:
         path = path.with_suffix(".npz")
     mpath = path.with_suffix(".json")
     if not path.exists() or not mpath.exists():
-        raise CalibrationError(f"calibration set not found: {path} (with {mpath.name} beside it)")
+        raise InputError(f"calibration set not found: {path} (with {mpath.name} beside it)")
     try:
         manifest = json.loads(mpath.read_text())
     except ValueError:
-        raise CalibrationError(f"{mpath.name}: not valid JSON") from None
+        raise InputError(f"{mpath.name}: not valid JSON") from None
     if file_sha256(path) != manifest.get("npz_sha256"):
-        raise CalibrationError(f"{path.name}: sha256 differs from its manifest")
+        raise InputError(f"{path.name}: sha256 differs from its manifest")
     try:
         with np.load(path) as z:
             x = z["images"]
     except (OSError, ValueError, KeyError) as e:
-        raise CalibrationError(f"{path.name}: unreadable calibration set ({e})") from None
+        raise InputError(f"{path.name}: unreadable calibration set ({e})") from None
     if x.ndim != 3 or len(x) == 0:
-        raise CalibrationError(f"{path.name}: the calibration set holds no images")
+        raise InputError(f"{path.name}: the calibration set holds no images")
     return (x.astype(np.float32) / 255.0)[..., None], manifest

@@ -12,7 +12,6 @@ seen in the fit.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from edge_xray.gate import Gate, correlation, layout
 from edge_xray.preprocess import ImageError, load_and_prepare
 from edge_xray.train.data import scan_folder
+from edge_xray.train.rundir import RunDir, file_key
 
 COMPONENTS = 16
 FIT_IMAGES = 1500
@@ -44,11 +44,10 @@ def pooled_features(model, paths):
 
 def fit_gate(model, run: Path, data_dir, seed: int = 0) -> dict:
     """Gate parameters for MODEL (an edge_xray.runtime.Model of the converted network)."""
-    split = json.loads((Path(run) / "split.json").read_text())
-    val_names = set(split["val_files"])
+    val_names = RunDir(run).val_files()
     items = scan_folder(data_dir)
-    val = [i.path for i in items if f"{i.path.parent.name}/{i.path.name}" in val_names]
-    train = [i.path for i in items if f"{i.path.parent.name}/{i.path.name}" not in val_names]
+    val = [i.path for i in items if file_key(i.path) in val_names]
+    train = [i.path for i in items if file_key(i.path) not in val_names]
     rng = np.random.default_rng(seed)
     train = [train[i] for i in sorted(rng.choice(len(train), min(FIT_IMAGES, len(train)), replace=False))]
     f, lay = pooled_features(model, train)

@@ -9,14 +9,15 @@ for parity checks on the device. Each file is written with its card (beside it a
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edge_xray import LABELS, __version__
-from edge_xray.card import write_model
+from edge_xray.card import ModelCard
+from edge_xray.errors import ModelError
 from edge_xray.train.model import arch_of, build_model
+from edge_xray.train.rundir import RunDir
 from edge_xray.train.tfcompat import load_keras_model, tf_keras
 
 CALIBRATION_STEPS = 300  # representative images fed to the converter
@@ -28,23 +29,17 @@ PREPROCESSING = (
 )
 
 
-class ConvertError(ValueError):
-    """A source that cannot be converted (one-line message)."""
-
-    exit_code = 4
-
 
 def _run_files(source: Path):
-    """(qat model path, run dir or None) for a run folder or a model file."""
+    """(qat model path, RunDir or None) for a run folder or a model file."""
     if source.is_dir():
-        qat = source / "qat.h5"
-        if not qat.exists():
-            raise ConvertError(f"{source}: no qat.h5 in this folder (is it a finished `edge-xray train` run?)")
-        return qat, source
+        run = RunDir(source)
+        if not run.qat_model.exists():
+            raise ModelError(f"{source}: no qat.h5 in this folder (is it a finished `edge-xray train` run?)")
+        return run.qat_model, run
     if not source.exists():
-        raise ConvertError(f"{source}: no such file or folder")
-    run = source.parent if (source.parent / "metrics.json").exists() else None
-    return source, run
+        raise ModelError(f"{source}: no such file or folder")
+    return source, RunDir.of_model(source)
 
 
 def load_source(source):
@@ -53,7 +48,7 @@ def load_source(source):
     try:
         model = load_keras_model(path)
     except Exception as e:  # Keras raises many types for files that are not models
-        raise ConvertError(f"{path.name}: not a readable Keras model ({str(e).splitlines()[0][:120]})") from None
+        raise ModelError(f"{path.name}: not a readable Keras model ({str(e).splitlines()[0][:120]})") from None
     check_ours(model, path.name)
     return model, run
 
@@ -62,7 +57,7 @@ def check_ours(model, name):
     shape = tuple(model.input_shape)
     out = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or out is None or out[-1] != 3:
-        raise ConvertError(f"{name}: not an edge-xray model (expected input (S, S, 1) and 3 logits, got "
+        raise ModelError(f"{name}: not an edge-xray model (expected input (S, S, 1) and 3 logits, got "
                            f"{shape} -> {out})")
 
 
@@ -76,13 +71,13 @@ def float_twin(model):
         return model
     arch = arch_of(model)
     if arch is None:
-        raise ConvertError(f"cannot strip quantization: {model.name} was not built by `edge-xray train`")
+        raise ModelError(f"cannot strip quantization: {model.name} was not built by `edge-xray train`")
     plain = build_model(model.input_shape[1], arch)
     trained = {w.name.removeprefix("quant_"): w for w in model.weights}
     for w in plain.weights:
         src = trained.get(w.name)
         if src is None or tuple(src.shape) != tuple(w.shape):
-            raise ConvertError(f"cannot strip quantization: no weight {w.name} in the QAT model")
+            raise ModelError(f"cannot strip quantization: no weight {w.name} in the QAT model")
         w.assign(src)
     return plain
 
@@ -101,7 +96,7 @@ def _convert(model, mode: str, calibration: np.ndarray | None) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode == "int8":
         if calibration is None or len(calibration) == 0:
-            raise ConvertError("--int8 needs a calibration set with images (--calibration)")
+            raise ModelError("--int8 needs a calibration set with images (--calibration)")
         cal = calibration[:CALIBRATION_STEPS]
 
         def representative():
@@ -130,16 +125,16 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str = __
     from edge_xray.calibration.calibrate import load_calibration
 
     if mode not in MODES:
-        raise ConvertError(f"unknown mode {mode}")
+        raise ModelError(f"unknown mode {mode}")
     model, run = load_source(source)
     cal_x, manifest = (None, None)
     if calibration is not None:
         cal_x, manifest = load_calibration(calibration)
         if cal_x.shape[1] != model.input_shape[1]:
-            raise ConvertError(f"calibration set is {cal_x.shape[1]} px but the model takes {model.input_shape[1]} px")
+            raise ModelError(f"calibration set is {cal_x.shape[1]} px but the model takes {model.input_shape[1]} px")
     if mode == "int8":
         if cal_x is None:
-            raise ConvertError("--int8 needs --calibration CALIB (make one with `edge-xray calibrate`)")
+            raise ModelError("--int8 needs --calibration CALIB (make one with `edge-xray calibrate`)")
         net = export_model(model)
     else:
         net = export_model(float_twin(model))
@@ -150,17 +145,20 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str = __
     if mode == "int8":
         left = float_tensors(converted)
         if left:
-            raise ConvertError(f"conversion left {len(left)} float tensors (e.g. {left[0]}): not fully integer")
+            raise ModelError(f"conversion left {len(left)} float tensors (e.g. {left[0]}): not fully integer")
     card = make_card(model, run, mode, converted, manifest, version)
     if float_model:
         card["float_model"] = float_model
     if gate_data is not None:
         if run is None:
-            raise ConvertError("--gate-data needs a run folder as the source (its split gives the validation scans)")
+            raise ModelError("--gate-data needs a run folder as the source (its split gives the validation scans)")
         from edge_xray.calibration.gate import fit_gate
 
         card["gate"] = fit_gate(converted, run, gate_data)
-    return write_model(out, flatbuffer, card)
+        from edge_xray.calibration.reference import fit_reference
+
+        card["reference"] = fit_reference(converted, card, run, gate_data)
+    return ModelCard.write(out, flatbuffer, card).to_dict()
 
 
 def _tensor_spec(d) -> dict:
@@ -190,8 +188,7 @@ def make_card(model, run, mode, converted, manifest, version) -> dict:
         "intended_use": "Screening aid for pediatric (1-5 years) anterior-posterior chest X-rays; not a diagnosis.",
     }
     if run is not None:
-        m = json.loads((run / "metrics.json").read_text())
-        cfg = json.loads((run / "config.json").read_text())
+        m, cfg = run.metrics, run.config
         card.update(temperature=m["temperature"], logit_bias=m.get("logit_bias", [0.0, 0.0, 0.0]),
                     threshold=m["threshold"], threshold_rule=m.get("threshold_rule"),
                     calibration_rule=m.get("calibration_rule"))

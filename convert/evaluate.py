@@ -6,60 +6,64 @@ model (a run folder, `qat.h5` or `float.h5`; temperature and threshold from the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edge_xray import metrics
+from edge_xray.decision import Calibration, pneumonia_probability
 from edge_xray.preprocess import ImageError, load_and_prepare
-from edge_xray.train.data import DataError, scan_folder
+from edge_xray.errors import InputError
+from edge_xray.train.data import scan_folder
+from edge_xray.train.rundir import file_key
 
-
-class EvaluateError(ValueError):
-    """A model or folder that cannot be evaluated (one-line message)."""
-
-    exit_code = 3
 
 
 class Predictor:
     """Calibrated probabilities for prepared images, from a .tflite (edge runtime) or a Keras model."""
 
-    def __init__(self, path):
+    def __init__(self, path, site=None):
         self.path = Path(path)
         if self.path.suffix == ".tflite":
             from edge_xray.runtime import Model
 
             self.model = Model(self.path)
-            self.kind, self.size = self.model.card.get("format", "tflite"), self.model.size
-            self.temperature, self.threshold = self.model.temperature, self.model.threshold
-            self.bias = self.model.logit_bias
-            self.sha256 = self.model.sha256
+            self.kind, self.size, self.sha256 = self.model.card.get("format", "tflite"), self.model.size, self.model.sha256
+            if site is not None and not hasattr(site, "threshold"):
+                from edge_xray.site import load_site
+
+                site = load_site(site, self.model)
+            self.calibration = Calibration.from_card(self.model.card, site.threshold if site is not None else None)
         else:
             from .convert import is_qat, load_source
 
             self.keras, run = load_source(self.path)
             self.kind = "keras-qat" if is_qat(self.keras) else "keras-float"
-            self.size = self.keras.input_shape[1]
-            m = json.loads((run / "metrics.json").read_text()) if run else {}
-            self.temperature, self.threshold = m.get("temperature", 1.0), m.get("threshold", 0.5)
-            self.bias = m.get("logit_bias")
-            self.sha256 = None
+            self.size, self.sha256 = self.keras.input_shape[1], None
+            m = run.metrics if run else {}
+            self.calibration = Calibration(m.get("temperature", 1.0), tuple(m.get("logit_bias") or (0.0, 0.0, 0.0)),
+                                           m.get("threshold", 0.5))
+        self.site = site
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         if hasattr(self, "model"):
             logits = np.stack([self.model.run(xi) for xi in x])
         else:
             logits = self.keras.predict(x[..., None], batch_size=64, verbose=0)
-        return metrics.softmax(logits, self.temperature, self.bias)
+        return self.calibration.probabilities(logits)
 
 
 def prepare_folder(data_dir, size: int):
     """(files, labels, prepared images, skipped) for a Kermany-layout folder."""
-    try:
-        items = scan_folder(data_dir)
-    except DataError as e:
-        raise EvaluateError(str(e)) from None
+    items = scan_folder(data_dir)
     files, labels, xs, skipped = [], [], [], []
     for it in items:
         try:
@@ -67,35 +71,36 @@ def prepare_folder(data_dir, size: int):
         except ImageError as e:
             skipped.append(f"{it.path.name}: {e}")
             continue
-        files.append(f"{it.path.parent.name}/{it.path.name}")
+        files.append(file_key(it.path))
         labels.append(it.label)
     if not xs:
-        raise EvaluateError(f"{data_dir}: no readable images")
+        raise InputError(f"{data_dir}: no readable images")
     return files, np.array(labels), np.stack(xs), skipped
 
 
-def evaluate(model, data_dir, report: str | None = None) -> dict:
-    pred = Predictor(model)
+def evaluate(model, data_dir, report: str | None = None, site=None) -> dict:
+    """Screening metrics of MODEL on a labelled folder, at the card's threshold or SITE's."""
+    pred = Predictor(model, site=site)
     files, labels, x, skipped = prepare_folder(data_dir, pred.size)
     probs = pred.probs(x)
     res = metrics.screening_report(labels, probs, pred.threshold)
     res.update(model=str(pred.path), model_kind=pred.kind, model_sha256=pred.sha256, data=str(data_dir),
-               temperature=pred.temperature, skipped=skipped)
+               temperature=pred.temperature, site_sha256=getattr(pred.site, "sha256", None), skipped=skipped)
     if report:
-        write_report(res, labels, metrics.pneumonia_probability(probs), report)
+        write_report(res, labels, pneumonia_probability(probs), report)
     return res
 
 
 def compare(float_model, int8_model, data_dir) -> dict:
     a, b = Predictor(float_model), Predictor(int8_model)
     if a.size != b.size:
-        raise EvaluateError(f"the models take different input sizes ({a.size} and {b.size} px)")
+        raise InputError(f"the models take different input sizes ({a.size} and {b.size} px)")
     files, labels, x, skipped = prepare_folder(data_dir, a.size)  # decoded once, for both models
     pa, pb = a.probs(x), b.probs(x)
     ra = metrics.screening_report(labels, pa, a.threshold)
     rb = metrics.screening_report(labels, pb, b.threshold)
-    qa = metrics.pneumonia_probability(pa)
-    qb = metrics.pneumonia_probability(pb)
+    qa = pneumonia_probability(pa)
+    qb = pneumonia_probability(pb)
     da, db = qa >= a.threshold, qb >= b.threshold
     dp = np.abs(qa - qb)
     keys = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece", "bacterial_vs_viral_accuracy")

@@ -57,8 +57,7 @@ def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) 
     pre = []
     for _ in range(10):
         t = time.perf_counter()
-        im = decode_bytes(data, m.size)
-        prepare(im, m.size)
+        prepare(decode_bytes(data, m.size).image, m.size)
         pre.append((time.perf_counter() - t) * 1000)
     src = Image.open(io.BytesIO(data))
     return {

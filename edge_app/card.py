@@ -5,6 +5,9 @@ zip archive holding `card.json` (the interpreter ignores trailing data; this is 
 carries associated files). The side card adds `sha256`, the checksum of the whole file as shipped;
 both carry `flatbuffer_sha256` and `flatbuffer_bytes`, which cover the network itself. Every load checks
 them, so a changed model, a changed card or a mismatched pair is refused.
+
+`ModelCard` is the one reader, validator and writer of cards: every number in a card must be finite,
+the temperature positive, the threshold a probability and the labels those the model was built with.
 """
 
 from __future__ import annotations
@@ -12,21 +15,130 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import ModelError
 
 CARD_MEMBER = "card.json"
 SIDE_ONLY_FIELDS = ("sha256", "size_bytes")
 
 
-class ModelError(RuntimeError):
-    """A model that is missing, unreadable, or does not match its card (one-line message)."""
-
-    exit_code = 4
-
-
 def side_card_path(model_path) -> Path:
     return Path(model_path).with_suffix(".json")
+
+
+def _bad_number(obj, where="card"):
+    """The first place in OBJ that holds a NaN or infinite number, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            bad = _bad_number(v, f"{where}.{k}")
+            if bad:
+                return bad
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            bad = _bad_number(v, f"{where}[{i}]")
+            if bad:
+                return bad
+    return None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated card. `data` is the card as stored (JSON types); the properties are typed views."""
+
+    data: dict
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        d = self.data
+        if not isinstance(d, dict):
+            raise ModelError("model card is not a JSON object")
+        bad = _bad_number(d)
+        if bad:
+            raise ModelError(f"model card holds a number that is not finite ({bad})")
+        labels = d.get("labels")
+        if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+            raise ModelError("model card: labels must be a list of names")
+        if "temperature" in d and not (isinstance(d["temperature"], (int, float)) and d["temperature"] > 0):
+            raise ModelError(f"model card: temperature must be positive (got {d['temperature']!r})")
+        if "threshold" in d and not (isinstance(d["threshold"], (int, float)) and 0.0 < d["threshold"] < 1.0):
+            raise ModelError(f"model card: threshold must lie between 0 and 1 (got {d['threshold']!r})")
+        bias = d.get("logit_bias")
+        if bias is not None and labels is not None and len(bias) != len(labels):
+            raise ModelError("model card: logit_bias needs one value per label")
+
+    # typed views -------------------------------------------------------------------------------
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __contains__(self, key):
+        return key in self.data
+
+    @property
+    def name(self) -> str | None:
+        return self.data.get("name")
+
+    @property
+    def version(self) -> str | None:
+        return self.data.get("version")
+
+    @property
+    def labels(self) -> tuple:
+        return tuple(self.data.get("labels") or ())
+
+    @property
+    def sha256(self) -> str | None:
+        """The whole file's checksum (side card), else the network's."""
+        return self.data.get("sha256") or self.data.get("flatbuffer_sha256")
+
+    @property
+    def temperature(self) -> float:
+        return float(self.data.get("temperature", 1.0))
+
+    @property
+    def logit_bias(self) -> tuple:
+        return tuple(float(v) for v in self.data.get("logit_bias") or [0.0] * max(1, len(self.labels)))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.data.get("threshold", 0.5))
+
+    @property
+    def gate(self) -> dict | None:
+        return self.data.get("gate")
+
+    @property
+    def cam(self) -> dict | None:
+        return self.data.get("cam")
+
+    def to_dict(self) -> dict:
+        return dict(self.data)
+
+    # files -------------------------------------------------------------------------------------
+    @classmethod
+    def read(cls, path) -> tuple[bytes, "ModelCard"]:
+        """(flatbuffer bytes, card) of a model file, checked against its cards. Raises ModelError."""
+        flatbuffer, data = read_model(path)
+        try:
+            return flatbuffer, cls(data)
+        except ModelError as e:
+            raise ModelError(f"{Path(path).name}: {e}") from None
+
+    @classmethod
+    def write(cls, path, flatbuffer: bytes, card: dict) -> "ModelCard":
+        """Write the model with its embedded card, and the side card; returns the side card."""
+        cls(dict(card))  # refuse to write a card that would not load
+        return cls(write_model(path, flatbuffer, card))
 
 
 def embed(flatbuffer: bytes, card: dict) -> bytes:
@@ -48,7 +160,7 @@ def embedded_card(data: bytes) -> dict | None:
 
 
 def write_model(path, flatbuffer: bytes, card: dict) -> dict:
-    """Write the model with its embedded card, and the side card. Returns the side card."""
+    """Write the model with its embedded card, and the side card. Returns the side card (a dict)."""
     path = Path(path)
     card = dict(card)
     card["flatbuffer_bytes"] = len(flatbuffer)
@@ -63,7 +175,7 @@ def write_model(path, flatbuffer: bytes, card: dict) -> dict:
 
 
 def read_model(path) -> tuple[bytes, dict]:
-    """(flatbuffer bytes, card) of a model file, checked against its cards. Raises ModelError."""
+    """(flatbuffer bytes, card dict) of a model file, checked against its cards. Raises ModelError."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model not found: {path}")
@@ -87,7 +199,7 @@ def read_model(path) -> tuple[bytes, dict]:
             raise ModelError(f"{path.name}: sha256 differs from its card {sp.name} (file changed or corrupt)")
         if inner is not None and {k: v for k, v in side.items() if k not in SIDE_ONLY_FIELDS} != inner:
             raise ModelError(f"{path.name}: the card {sp.name} differs from the card embedded in the model")
-    n = card.get("flatbuffer_bytes")
+    n = card.get("flatbuffer_bytes") if isinstance(card, dict) else None
     if not isinstance(n, int) or n <= 0 or n > len(data):
         raise ModelError(f"{path.name}: the model card gives no valid flatbuffer size")
     flatbuffer = data[:n]

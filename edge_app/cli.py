@@ -16,15 +16,14 @@ import sys
 import click
 
 from . import __version__
+from .errors import EXIT_INPUT, EdgeXrayError
 
-EXIT_INPUT = 3  # the exit codes of ImageError, DataError, CalibrationError, EvaluateError
-EXIT_MODEL = 4  # of ModelError and ConvertError
 TRAIN_EXTRA_MODULES = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "sklearn", "matplotlib")
 
 
 @contextlib.contextmanager
 def user_errors():
-    """The project's errors carry a one-line message and an `exit_code`: turn them into click errors."""
+    """The project's errors (EdgeXrayError) carry a one-line message and an exit code: make them click's."""
     try:
         yield
     except ModuleNotFoundError as e:
@@ -32,12 +31,9 @@ def user_errors():
             raise
         raise click.ClickException(f"this needs the train extra ({e.name} is not installed): "
                                    "pip install 'edge-xray[train]'") from None
-    except Exception as e:
-        code = getattr(e, "exit_code", None)
-        if code is None:
-            raise
+    except EdgeXrayError as e:
         err = click.ClickException(str(e))
-        err.exit_code = code
+        err.exit_code = e.exit_code
         raise err from None
 
 
@@ -53,6 +49,9 @@ def cli():
 
 model_option = click.option("--model", type=click.Path(dir_okay=False), default=None,
                              help="A .tflite model with its card (default: the bundled int8 model).")
+site_option = click.option("--site", type=click.Path(dir_okay=False), default=None, envvar="EDGE_XRAY_SITE",
+                            help="A site file from `edge-xray site calibrate`: its threshold replaces the card's "
+                                 "(default: $EDGE_XRAY_SITE).")
 threads_option = click.option("--threads", type=click.IntRange(1, 64), default=None,
                               help="Interpreter threads (default: the device's cores).")
 
@@ -68,40 +67,38 @@ threads_option = click.option("--threads", type=click.IntRange(1, 64), default=N
               help="Write a class activation map overlay PNG per scan into this folder.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), default=None,
               help="Append one JSON line per input (hashes and results, no pixels or patient data).")
-def classify(paths, model, as_json, threads, output, heatmap_dir, audit_log):
+@site_option
+def classify(paths, model, as_json, threads, output, heatmap_dir, audit_log, site):
     """Screen chest X-rays (files or folders: PNG, JPEG, DICOM, TIFF).
 
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
     (the rest are still reported), 4 when the model is missing or does not match its card.
     """
-    from .classify import RowWriter, classify as run, human_line
-    from .runtime import Model
+    from .audit import AuditLog
+    from .output import RowWriter, human_line
+    from .screen import load_model
 
-    with user_errors():
-        m = Model(model, threads=threads)
     writer = audit = None
-    try:
+    with user_errors():
+        screener = load_model(model, threads=threads, site=site)
         writer = RowWriter(output) if output else None
-    except (ValueError, OSError) as e:
-        raise click.UsageError(str(e)) from None
-    if audit_log:
-        from .audit import AuditLog
-
-        audit = AuditLog(audit_log, m)
+        audit = AuditLog(audit_log, screener.model) if audit_log else None
     bad = 0
     try:
-        for row in run(paths, m, heatmap_dir=heatmap_dir):
-            if row["status"] != "ok":
+        for s in screener.classify_many(paths, heatmap_dir=heatmap_dir):
+            if not s.ok:
                 bad += 1
-                click.echo(f"error: {row['path']}: {row['error']}", err=True)
+                click.echo(human_line(s), err=True)
             if as_json:
-                click.echo(json.dumps(row))
-            elif row["status"] == "ok":
-                click.echo(human_line(row))
+                click.echo(json.dumps(s.to_dict()))
+            elif s.ok:
+                click.echo(human_line(s))
+            if s.heatmap_error:
+                click.echo(f"{s.path}: heatmap not written - {s.heatmap_error}", err=True)
             if writer:
-                writer.write(row)
+                writer.write(s)
             if audit:
-                audit.write(row)
+                audit.write(s)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: every row reported so far has been written") from None
     finally:
@@ -122,7 +119,7 @@ def info(model, as_json):
 
     with user_errors():
         m = Model(model)
-    card = dict(m.card)
+    card = m.card.to_dict()
     card["model_path"] = str(m.path)
     if card.get("float_model"):
         card["float_model"] = str((m.path.parent / card["float_model"]).resolve())
@@ -170,22 +167,24 @@ def bench(model, threads, image, runs, as_json):
 @click.option("--image-size", type=click.IntRange(32, 1024), default=None, help="Input side in pixels.")
 @click.option("--arch", type=click.Choice(["xs", "s", "m"]), default=None, help="Network width and depth.")
 @click.option("--limit", type=click.IntRange(6, None), default=None, help="Stratified subset of N images.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Random seed of the split and training (default 0).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default="default",
-              show_default=True, help="tf.distribute strategy (multi-worker reads TF_CONFIG).")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default=None,
+              help="tf.distribute strategy (default: default; multi-worker reads TF_CONFIG).")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False),
               help="A finished run to distil from (repeat for an ensemble).")
 def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet, teachers):
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
-    from .train.model import DEFAULT_ARCH, DEFAULT_SIZE
     from .train.train import train as run
 
+    options = dict(epochs=epochs, qat_epochs=qat_epochs)
+    if not resume:
+        options.update(image_size=image_size, arch=arch, limit=limit, seed=seed, strategy=strategy)
     with user_errors():
         try:
-            run(data_dir, out, epochs=epochs, qat_epochs=qat_epochs, image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
-                resume=resume, strategy=strategy, quiet=quiet, teachers=teachers)
+            run(data_dir, out, resume=resume, quiet=quiet, teachers=teachers,
+                **{k: v for k, v in options.items() if v is not None})
         except KeyboardInterrupt:
             raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} --resume`") from None
 
@@ -235,12 +234,13 @@ def convert(source, mode, calibration, out, float_model, model_version, gate_dat
 @click.argument("data_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(file_okay=False), default=None, help="Write report.md and plots here.")
-def evaluate(model, data_dir, as_json, report):
+@site_option
+def evaluate(model, data_dir, as_json, report, site):
     """Screening metrics of a model (.tflite or a run's Keras model) on a NORMAL/PNEUMONIA folder."""
     from .convert.evaluate import evaluate as run
 
     with user_errors():
-        r = run(model, data_dir, report=report)
+        r = run(model, data_dir, report=report, site=site)
     if as_json:
         _echo_json(r)
         return
@@ -273,6 +273,65 @@ def compare(float_model, int8_model, data_dir, as_json):
         click.echo(f"{k}: float {r['float'][k]:.4f}  int8 {r['int8'][k]:.4f}  delta {v:+.4f}")
     for d in r["disagreements"]:
         click.echo(f"disagree: {d['file']} float {d['float_p']:.3f} int8 {d['int8_p']:.3f}")
+
+
+@cli.group()
+def site():
+    """Set the operating point on a clinic's own labelled scans, and check a site's scans for drift."""
+
+
+@site.command("calibrate")
+@click.argument("labelled_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The site file to write (SITE.json).")
+@model_option
+@click.option("--sensitivity", type=float, default=0.95, show_default=True,
+              help="Target sensitivity on the site's new scans.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing site file.")
+def site_calibrate(labelled_dir, out, model, sensitivity, overwrite):
+    """Screen a labelled folder (NORMAL/ and PNEUMONIA/) and write the site's threshold to SITE.json."""
+    from pathlib import Path
+
+    from .screen import load_model
+    from .site import calibrate_site, write_site
+
+    if Path(out).exists() and not overwrite:
+        raise click.UsageError(f"{out} exists: give --overwrite to replace it")
+    with user_errors():
+        screener = load_model(model)
+        data, refused = calibrate_site(screener, labelled_dir, sensitivity)
+    for s in refused:
+        click.echo(f"not used: {s.path}: {s.status.upper()} - {s.error}", err=True)
+    write_site(out, data)
+    c, se, sp = data["counts"], data["sensitivity"], data["specificity"]
+    click.echo(f"{out}: threshold {data['threshold']:.4f} (card {data['card_threshold']:.4f}) for "
+               f"{data['target_sensitivity']:.0%} sensitivity on new scans of this site")
+    click.echo(f"sample: {c['NORMAL']} NORMAL, {c['PNEUMONIA']} PNEUMONIA screened; {c['refused']} refused and "
+               f"{c['unreadable']} unreadable not used")
+    click.echo(f"sensitivity {se['estimate']:.3f} (95 % CI {se['ci95'][0]:.3f}-{se['ci95'][1]:.3f}), "
+               f"specificity {sp['estimate']:.3f} (95 % CI {sp['ci95'][0]:.3f}-{sp['ci95'][1]:.3f}) on the sample")
+
+
+@site.command("check")
+@click.argument("folder", type=click.Path())
+@model_option
+@site_option
+@click.option("--json", "as_json", is_flag=True)
+def site_check(folder, model, site, as_json):
+    """Compare a folder of a site's scans (no labels) with the model's reference data: drift or not."""
+    from .screen import load_model
+    from .site import check_site
+
+    with user_errors():
+        r = check_site(load_model(model, site=site), folder)
+    if as_json:
+        _echo_json(r)
+        return
+    click.echo(f"{r['screened']} screened, {r['refused']} refused, {r['unreadable']} unreadable; "
+               f"flagged PNEUMONIA: {r['flagged_pneumonia_share']}")
+    for c in r["comparisons"]:
+        click.echo(f"{c['what']}: median {c['site_median']} against {c['reference_median']}; KS {c['ks_statistic']} "
+                   f"(p={c['ks_p_value']:.3g}), PSI {c['psi']}{' - shifted' if c['shifted'] else ''}")
+    click.echo(f"verdict: {r['verdict']}")
 
 
 def main():

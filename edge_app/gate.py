@@ -50,7 +50,7 @@ class Gate:
             self.min_correlation = float(params.get("template_min_correlation", -1.0))
 
     @classmethod
-    def from_card(cls, card: dict) -> "Gate":
+    def from_card(cls, card) -> "Gate":
         return cls(card.get("gate"))
 
     def distance(self, pooled: np.ndarray) -> float:
@@ -61,11 +61,18 @@ class Gate:
         # average squared standardised distance per dimension, principal and residual parts
         return float((np.sum(z * z / self.variances) + max(resid, 0.0) / self.residual_variance) / (k + 1))
 
-    def check(self, im, x, features) -> str | None:
-        """A one-line reason to refuse, or None."""
-        reason = image_reason(im)
-        if reason:
-            return reason
+    def feature_distance(self, features) -> float | None:
+        """The distance of a feature map's pooled vector from the training scans (None without a fit)."""
+        if not self.params or features is None:
+            return None
+        return self.distance(features.mean(axis=(0, 1)))
+
+    def check_image(self, im, chroma: float = 0.0) -> str | None:
+        """Cheap checks of the decoded image, before any inference: a one-line reason to refuse, or None."""
+        return image_reason(im, chroma)
+
+    def check_features(self, x, features) -> str | None:
+        """Checks of the prepared image and the model's feature map: a one-line reason, or None."""
         if self.params and self.template is not None:
             c = correlation(layout(x), self.template)
             if c < self.min_correlation:
@@ -77,9 +84,8 @@ class Gate:
         return None
 
 
-def image_reason(im) -> str | None:
-    chroma = im.info.get("chroma")
-    if chroma is not None and chroma > MAX_CHROMA:
+def image_reason(im, chroma: float = 0.0) -> str | None:
+    if chroma > MAX_CHROMA:
         return "colour image: not a radiograph"
     w, h = im.size
     if max(w, h) / min(w, h) > MAX_ASPECT:

@@ -1,26 +1,17 @@
-"""Screening metrics, calibration and the operating point, with numpy only (used on the device too)."""
+"""Screening metrics, calibration fitting and the operating point, with numpy only (used on the device too).
+
+The decision itself (calibrated probabilities, label and type at a threshold) is edge_xray.decision's.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .decision import pneumonia_probability, predicted_classes, softmax
+
 ECE_BINS = 15
 SENSITIVITY_TARGET = 0.97
 MAX_THRESHOLD = 0.5  # the screening default never refers fewer children than a plain 0.5 would
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0, bias=None) -> np.ndarray:
-    """softmax(logits / temperature + bias): the calibrated probabilities of a model card."""
-    z = np.asarray(logits, np.float64) / float(temperature)
-    if bias is not None:
-        z = z + np.asarray(bias, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def pneumonia_probability(probs: np.ndarray) -> np.ndarray:
-    return probs[..., 1] + probs[..., 2]
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -100,7 +91,7 @@ def choose_threshold(y, p, target: float = SENSITIVITY_TARGET, cap: float = MAX_
     pos = np.sort(np.asarray(p)[y])
     if len(pos) == 0:
         return cap
-    k = int(np.floor((1.0 - target) * len(pos)))  # positives allowed below the threshold
+    k = int(np.floor((1.0 - target) * len(pos) + 1e-9))  # positives allowed below (1 - 0.9 is 0.0999...)
     t = float(pos[k])
     return float(min(t, cap))
 
@@ -147,7 +138,7 @@ def screening_report(labels, probs, threshold: float) -> dict:
     p = pneumonia_probability(probs)
     out = binary_metrics(y, p, threshold)
     pred = p >= threshold
-    pred3 = np.where(pred, np.where(probs[:, 1] >= probs[:, 2], 1, 2), 0)
+    pred3 = predicted_classes(probs, threshold)
     cm3 = np.zeros((3, 3), int)
     np.add.at(cm3, (labels, pred3), 1)
     out["confusion_3class"] = {"labels": ["NORMAL", "BACTERIAL", "VIRAL"], "matrix": cm3.tolist()}

@@ -15,70 +15,96 @@ differ by class for reasons unrelated to the lungs, and a network would otherwis
 
 from __future__ import annotations
 
+import hashlib
 import io
+import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
+from .levels import colourfulness, gray8_from_array
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 MIN_SIDE = 64  # pixels: anything smaller cannot be a radiograph we can read
 MAX_FILE_BYTES = 256 * 1024 * 1024
 # Pillow's decompression-bomb limit is kept as it is (about 89 M pixels); larger images are refused.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-class ImageError(ValueError):
-    """An input that cannot be read as an image (the message is one line, for the user)."""
+@dataclass(frozen=True)
+class Scan:
+    """A decoded input: the upright 8-bit grayscale image and what the checks need to know of it."""
 
-    exit_code = 3
+    image: Image.Image
+    chroma: float = 0.0  # colourfulness of the input as decoded (0 for a grey image)
+    sha256: str | None = None  # of the file's bytes, as read once for decoding
 
 
-def is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
+def is_dicom(name, head: bytes) -> bool:
+    return Path(str(name)).suffix.lower() in DICOM_SUFFIXES or (len(head) >= 132 and head[128:132] == b"DICM")
+
+
+def read_file(path) -> bytes:
+    """The bytes of PATH, read once; ImageError with a one-line reason for anything else."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as e:
+        raise ImageError(f"cannot read file ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError("is a folder, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError("not a regular file (a pipe, device or socket)")
+    if st.st_size == 0:
+        raise ImageError("empty file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageError(f"file too large ({st.st_size // (1024 * 1024)} MB)")
     try:
         with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+            data = f.read(MAX_FILE_BYTES + 1)
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as e:
+        raise ImageError(f"cannot read file ({e.strerror or e})") from None
+    if not data:
+        raise ImageError("empty file")
+    return data
 
 
-def load_image(path, size: int | None = None) -> Image.Image:
-    """Read PATH as an 8-bit grayscale Pillow image, upright.
+def load_scan(path, size: int | None = None) -> Scan:
+    """Read PATH (PNG, JPEG, TIFF, BMP or DICOM) once, as an upright 8-bit grayscale Scan.
 
     `size` is the side the image will be resized to: large JPEGs are decoded at a reduced scale
     (at least twice that side) which is much faster and gives the same result after the resize.
     Raises ImageError with a one-line reason for anything that is not a readable image.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageError("no such file")
-    if path.is_dir():
-        raise ImageError("is a folder, not an image")
-    try:
-        nbytes = path.stat().st_size
-        if nbytes == 0:
-            raise ImageError("empty file")
-        if nbytes > MAX_FILE_BYTES:
-            raise ImageError(f"file too large ({nbytes // (1024 * 1024)} MB)")
-        if is_dicom(path):
-            from .dicom import read_dicom  # pydicom is imported only for DICOM input
+    data = read_file(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if is_dicom(path, data[:132]):
+        from .dicom import read_dicom  # pydicom is imported only for DICOM input
 
-            return _check_size(read_dicom(path))
-        with open(path, "rb") as f:
-            data = f.read()
-    except PermissionError:
-        raise ImageError("permission denied") from None
-    except OSError as e:
-        raise ImageError(f"cannot read file ({e.strerror or e})") from None
-    return decode_bytes(data, size)
+        im, chroma = read_dicom(io.BytesIO(data), MAX_PIXELS)
+        return Scan(_check_size(im), chroma, digest)
+    scan = decode_bytes(data, size)
+    return Scan(scan.image, scan.chroma, digest)
 
 
-def decode_bytes(data: bytes, size: int | None = None) -> Image.Image:
-    """Decode an encoded image (PNG, JPEG, TIFF, BMP) to an upright 8-bit grayscale image."""
+def load_image(path, size: int | None = None) -> Image.Image:
+    """The upright 8-bit grayscale image of PATH (training and calibration read images this way)."""
+    return load_scan(path, size).image
+
+
+def decode_bytes(data: bytes, size: int | None = None) -> Scan:
+    """Decode an encoded image (PNG, JPEG, TIFF, BMP) to an upright 8-bit grayscale Scan."""
     try:
         with warnings.catch_warnings():
             # Past Pillow's limit it only warns up to twice the limit; refuse from the limit on.
@@ -89,8 +115,7 @@ def decode_bytes(data: bytes, size: int | None = None) -> Image.Image:
                 raise ImageError(f"image too large (over {MAX_PIXELS} pixels)")
             if im.format == "JPEG" and size:
                 im.draft(im.mode, (2 * size, 2 * size))
-            im = ImageOps.exif_transpose(im)
-            return _check_size(to_gray8(im))
+            return scan_from_image(im)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -102,49 +127,25 @@ def decode_bytes(data: bytes, size: int | None = None) -> Image.Image:
         raise ImageError(f"corrupt or truncated image ({msg})") from None
 
 
-def to_gray8(im: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit grayscale. High bit depths are rescaled from their own range."""
+def scan_from_image(im: Image.Image) -> Scan:
+    """A Pillow image (any mode, EXIF orientation applied) as a Scan."""
+    im = ImageOps.exif_transpose(im)
+    gray, chroma = to_gray8(im)
+    return Scan(_check_size(gray), chroma)
+
+
+def to_gray8(im: Image.Image) -> tuple[Image.Image, float]:
+    """(8-bit grayscale image, colourfulness) of any Pillow mode; high bit depths rescaled from their range."""
     im.load()
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return gray8_from_array(np.asarray(im))
+        return gray8_from_array(np.asarray(im)), 0.0
     if im.mode == "L":
-        return im
+        return im, 0.0
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (0, 0, 0, 255))  # radiographs have black surroundings
         im = Image.alpha_composite(background, im)
-    chroma = colourfulness(im)
-    gray = im.convert("L")
-    gray.info["chroma"] = chroma
-    return gray
-
-
-def colourfulness(im: Image.Image) -> float:
-    """Mean |R-G| + |G-B| + |B-R| in grey levels on a thumbnail (0 for a grey image)."""
-    if im.mode in ("L", "1", "I", "F") or im.mode.startswith("I;"):
-        return 0.0
-    rgb_im = im if im.mode in ("RGB", "RGBA") else im.convert("RGB")
-    small = rgb_im.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    rgb = np.asarray(small.convert("RGB"), np.int16)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return float((np.abs(r - g) + np.abs(g - b) + np.abs(b - r)).mean())
-
-
-def gray8_from_array(arr: np.ndarray) -> Image.Image:
-    """Rescale a 2-D array of any depth linearly from its min..max to 0..255 (no clamping)."""
-    arr = np.asarray(arr)
-    if arr.ndim != 2:
-        raise ImageError(f"expected a 2-D grayscale array, got shape {arr.shape}")
-    a = arr.astype(np.float64)
-    finite = np.isfinite(a)
-    if not finite.all():
-        a = np.where(finite, a, np.nanmin(np.where(finite, a, np.inf)) if finite.any() else 0.0)
-    lo, hi = float(a.min()), float(a.max())
-    if hi > lo:
-        a = (a - lo) * (255.0 / (hi - lo))
-    else:
-        a = np.zeros_like(a)
-    return Image.fromarray(np.rint(a).astype(np.uint8), mode="L")
+    return im.convert("L"), colourfulness(im)
 
 
 def _check_size(im: Image.Image) -> Image.Image:
@@ -169,7 +170,7 @@ def equalize(gray: np.ndarray) -> np.ndarray:
 def prepare(im: Image.Image, size: int) -> np.ndarray:
     """8-bit grayscale image -> the model's float input, shape (size, size), values in [0, 1]."""
     if im.mode != "L":
-        im = to_gray8(im)
+        im = to_gray8(im)[0]
     if im.size != (size, size):
         im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     x = equalize(np.asarray(im, dtype=np.uint8))
@@ -205,25 +206,8 @@ def list_images(paths) -> list[Path]:
 
 
 def file_sha256(path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "ImageError",
-    "decode_bytes",
-    "equalize",
-    "file_sha256",
-    "list_images",
-    "load_and_prepare",
-    "load_image",
-    "prepare",
-    "quantize",
-    "to_gray8",
-]

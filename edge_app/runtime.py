@@ -1,7 +1,8 @@
 """The TFLite interpreter on the device: ai_edge_litert, then tflite_runtime, then tensorflow.lite.
 
-`Model` loads a model with its card (checked by sha256), quantizes the prepared image with the model's
-own input scale and zero point, and returns dequantized logits and the last feature map.
+`Model` loads a network with its card (checked by sha256, validated by `ModelCard`), quantizes the
+prepared image with the model's own input scale and zero point, and returns dequantized logits and the
+last feature map. What the logits mean (calibration, threshold, advice) is edge_xray.decision's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .card import ModelError, read_model
+from . import LABELS
+from .card import ModelCard
+from .errors import ModelError
 from .preprocess import quantize
 
 RUNTIME_ENV = "EDGE_XRAY_RUNTIME"
@@ -109,10 +112,12 @@ class Model:
         (conversion uses that to inspect and run a model it has just made)."""
         if flatbuffer is None:
             self.path = resolve_model_path(path).resolve()
-            flatbuffer, self.card = read_model(self.path)
-            self.sha256 = self.card.get("sha256") or self.card["flatbuffer_sha256"]
+            flatbuffer, self.card = ModelCard.read(self.path)
+            if self.card.labels and self.card.labels != LABELS:
+                raise ModelError(f"{self.path.name}: not a pneumonia screening model (labels {list(self.card.labels)})")
+            self.sha256 = self.card.sha256
         else:
-            self.path, self.card, self.sha256 = Path("<converted>"), {}, None
+            self.path, self.card, self.sha256 = Path("<converted>"), ModelCard({}), None
         self.threads = threads or default_threads()
         try:
             self.interpreter, self.runtime = load_interpreter(flatbuffer, self.threads)
@@ -128,9 +133,6 @@ class Model:
             self.outputs["features" if len(d["shape"]) == 4 else "logits"] = d
         if "logits" not in self.outputs or int(self.outputs["logits"]["shape"][-1]) != 3:
             raise ModelError(f"{self.path.name}: expected 3 logits (normal, bacterial, viral)")
-        self.temperature = float(self.card.get("temperature", 1.0))
-        self.logit_bias = np.asarray(self.card.get("logit_bias", [0.0, 0.0, 0.0]), np.float64)
-        self.threshold = float(self.card.get("threshold", 0.5))
 
     @property
     def quantized(self) -> bool:

@@ -1,5 +1,8 @@
 """Shared fixtures. Tests that need the real data read it from EDGE_XRAY_DATA (default: the shared
-folder beside the repository); under CI (CI=true) they fail when it is missing instead of skipping."""
+folder beside the repository); under CI (CI=true) they fail when it is missing instead of skipping.
+
+Tests that train or convert (they use the `tiny_run` or `tiny_models` fixtures) are marked `slow`
+here; `pytest -m "not slow"` is the fast development loop."""
 
 from __future__ import annotations
 
@@ -15,6 +18,15 @@ DATA = Path(os.environ.get("EDGE_XRAY_DATA", ROOT.parent / "shared" / "data" / "
 TRAIN = DATA / "train"
 FULLRES = DATA / "fullres"
 TINY = 32  # px: the tiny end-to-end pipeline
+
+
+SLOW_FIXTURES = {"tiny_run", "tiny_models"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def need_data():

@@ -13,7 +13,8 @@ from PIL import Image
 from edge_xray.cli import cli
 from conftest import xray_like
 
-COMMANDS = ["classify", "info", "bench", "train", "calibrate", "convert", "evaluate", "compare"]
+COMMANDS = ["classify", "info", "bench", "train", "calibrate", "convert", "evaluate", "compare", "site"]
+SUBCOMMANDS = [["site", "calibrate"], ["site", "check"]]
 
 
 def run(*args):
@@ -24,6 +25,12 @@ def run(*args):
 def test_every_command_has_help(command):
     r = run(command, "--help")
     assert r.exit_code == 0 and "Usage: " in r.stdout and command in r.stdout
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_has_help(command):
+    r = run(*command, "--help")
+    assert r.exit_code == 0 and "Usage: " in r.stdout and " ".join(command) in r.stdout
 
 
 def test_group_lists_every_command():
@@ -96,7 +103,7 @@ def test_bad_input_is_refused_cleanly(tiny_models, tmp_path, case):
         assert row["error"].startswith("corrupt or truncated image")
     else:
         assert row["error"] == reason
-    assert lines[0] == f"error: {path}: {row['error']}"
+    assert lines[0] == f"{path}: ERROR - {row['error']}"
 
 
 def test_unreadable_file(tiny_models, scan_png, monkeypatch):
@@ -116,7 +123,7 @@ def test_unreadable_file(tiny_models, scan_png, monkeypatch):
     else:
         scan_png.chmod(0)
     r = run("classify", scan_png, "--model", tiny_models["int8"])
-    assert r.exit_code == 3 and r.stderr == f"error: {scan_png}: permission denied\n"
+    assert r.exit_code == 3 and r.stderr == f"{scan_png}: ERROR - permission denied\n"
 
 
 def test_folder_with_no_images(tiny_models, tmp_path):
@@ -124,7 +131,7 @@ def test_folder_with_no_images(tiny_models, tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("x")
     r = run("classify", tmp_path / "empty", "--model", tiny_models["int8"])
     assert r.exit_code == 3
-    assert r.stderr == f"error: {tmp_path / 'empty'}: folder holds no images\n"
+    assert r.stderr == f"{tmp_path / 'empty'}: ERROR - folder holds no images\n"
 
 
 def test_mixed_batch_goes_on_and_writes_every_row(tiny_models, tmp_path, good_scans):

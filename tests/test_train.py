@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_xray.cli import cli
-from edge_xray.train.data import DataError, label_of, scan_folder
+from edge_xray.train.data import InputError, label_of, scan_folder
 
 
 def test_run_folder_holds_every_artifact(tiny_run):
@@ -51,6 +51,7 @@ def test_no_patient_on_both_sides(tiny_run):
         assert split["counts"][side]["NORMAL"] > 0
 
 
+@pytest.mark.slow
 def test_full_split_is_by_patient_and_stratified(data_dir):
     from edge_xray.train.data import load_images, patient_split
 
@@ -84,10 +85,11 @@ def test_wrong_layout_is_refused(tmp_path):
     (tmp_path / "PNEUMONIA").mkdir()
     r = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
     assert r.exit_code == 3 and r.stderr == f"Error: {tmp_path}: no images in NORMAL/ or PNEUMONIA/\n"
-    with pytest.raises(DataError):
+    with pytest.raises(InputError):
         scan_folder(tmp_path / "nope")
 
 
+@pytest.mark.slow
 def test_resume_continues_rather_than_restarts(tmp_path, data_dir):
     from edge_xray.train.tfcompat import tf_keras
     from edge_xray.train.train import train
@@ -113,6 +115,7 @@ def test_resume_continues_rather_than_restarts(tmp_path, data_dir):
     assert r.exit_code == 1 and r.stderr == f"Error: {out}: already holds a run; use --resume or another --out\n"
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_cpu_devices(tmp_path, data_dir):
     code = f"""
 import os
@@ -133,7 +136,7 @@ print("OK", r["val"]["n"])
 
 
 def test_distillation_targets_mix_labels_and_teachers(tiny_run, tmp_path):
-    from edge_xray.train.train import TrainConfig, TrainError, distill_targets
+    from edge_xray.train.train import TrainConfig, EdgeXrayError, distill_targets
 
     run, _ = tiny_run
     rng = np.random.default_rng(0)
@@ -144,5 +147,5 @@ def test_distillation_targets_mix_labels_and_teachers(tiny_run, tmp_path):
     assert t.shape == (6, 3) and np.allclose(t.sum(1), 1.0)
     assert (t[np.arange(6), labels] >= 0.5).all()  # the true label keeps at least 1 - alpha
     assert not np.allclose(t, np.eye(3)[labels])
-    with pytest.raises(TrainError, match="no qat.h5"):
+    with pytest.raises(EdgeXrayError, match="no qat.h5"):
         distill_targets([tmp_path], cfg, images, labels, quiet=True)

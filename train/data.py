@@ -11,18 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from edge_xray import LABELS
-from edge_xray.preprocess import IMAGE_SUFFIXES, ImageError, load_image
+from edge_xray.errors import ImageError, InputError
+from edge_xray.preprocess import IMAGE_SUFFIXES, load_image
+
+from .rundir import file_key
 
 CLASS_FOLDERS = ("NORMAL", "PNEUMONIA")
 SOURCE_SIZE = 224  # the side the training images are kept at in memory (the shared data's size)
 _PERSON = re.compile(r"^person(\d+)_(bacteria|virus)", re.I)
 _NORMAL = re.compile(r"^((?:NORMAL2-)?IM-\d+)", re.I)
 
-
-class DataError(ValueError):
-    """A data folder that is not in the expected layout (one-line message)."""
-
-    exit_code = 3
 
 
 @dataclass
@@ -41,18 +39,18 @@ def label_of(path: Path) -> tuple[int, str]:
         return 0, (m.group(1).upper() if m else "N:" + path.stem)
     m = _PERSON.match(name)
     if not m:
-        raise DataError(f"cannot tell bacterial from viral for {name}: expected personN_bacteria_M or personN_virus_M")
+        raise InputError(f"cannot tell bacterial from viral for {name}: expected personN_bacteria_M or personN_virus_M")
     return (1 if m.group(2).lower() == "bacteria" else 2), "person" + m.group(1)
 
 
 def scan_folder(data_dir) -> list[Item]:
-    """List a Kermany-layout folder (NORMAL/ and PNEUMONIA/). Raises DataError on a wrong layout."""
+    """List a Kermany-layout folder (NORMAL/ and PNEUMONIA/). Raises InputError on a wrong layout."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"{data_dir}: not a folder")
+        raise InputError(f"{data_dir}: not a folder")
     missing = [c for c in CLASS_FOLDERS if not (root / c).is_dir()]
     if missing:
-        raise DataError(f"{data_dir}: expected sub-folders NORMAL/ and PNEUMONIA/ (missing: {', '.join(missing)})")
+        raise InputError(f"{data_dir}: expected sub-folders NORMAL/ and PNEUMONIA/ (missing: {', '.join(missing)})")
     items = []
     for c in CLASS_FOLDERS:
         for p in sorted((root / c).iterdir()):
@@ -61,16 +59,16 @@ def scan_folder(data_dir) -> list[Item]:
                 items.append(Item(p, label, patient))
     counts = np.bincount([i.label for i in items], minlength=3)
     if counts.sum() == 0:
-        raise DataError(f"{data_dir}: no images in NORMAL/ or PNEUMONIA/")
+        raise InputError(f"{data_dir}: no images in NORMAL/ or PNEUMONIA/")
     if counts[0] == 0 or counts[1:].sum() == 0:
-        raise DataError(f"{data_dir}: both NORMAL and PNEUMONIA images are needed (found {counts[0]} and {counts[1:].sum()})")
+        raise InputError(f"{data_dir}: both NORMAL and PNEUMONIA images are needed (found {counts[0]} and {counts[1:].sum()})")
     return items
 
 
 def file_list_hash(items) -> str:
     h = hashlib.sha256()
     for it in items:
-        h.update(f"{it.path.parent.name}/{it.path.name}\n".encode())
+        h.update(f"{file_key(it.path)}\n".encode())
     return h.hexdigest()
 
 

@@ -1,37 +1,34 @@
 """`edge-xray train`: float phase with augmentation, then quantization-aware fine-tuning.
 
-The run folder holds everything needed to reproduce and audit a run:
-  config.json    every hyperparameter, seed, data counts, file-list hash, package versions
-  split.json     the patient-level split (patients and counts on each side)
-  history.json   one row per epoch, both phases
-  metrics.json   validation (and training-set) metrics of the QAT model, temperature, threshold,
-                 ECE before and after, shift-proxy figures
-  float.h5       the best float model;  qat.h5  the QAT model that `convert` uses
-  state.json, ckpt/   the last checkpoint, for --resume
+`train()` runs the phases of a `Trainer` (data and split, float, QAT, calibration and metrics) into a
+run folder (edge_xray.train.rundir: what it holds and who reads it), checkpointing each epoch so that
+an interrupted run resumes.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import queue
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from edge_xray import LABELS, metrics
+from edge_xray.decision import pneumonia_probability, softmax
+from edge_xray.errors import EdgeXrayError, InputError
 
 from . import augment as aug
-from .data import (SOURCE_SIZE, DataError, file_list_hash, load_images, patient_split, prepare_all, scan_folder,
+
+from .data import (SOURCE_SIZE, file_list_hash, load_images, patient_split, prepare_all, scan_folder,
                    stratified_limit)
 from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, build_model, multiply_adds
+from .rundir import CONFIG, HISTORY, METRICS, SPLIT, STATE, RunDir, file_key
 from .tfcompat import tf_keras, tfmot
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -66,16 +63,6 @@ class TrainConfig:
     })
 
 
-class TrainError(RuntimeError):
-    """A run that cannot start or continue (one-line message)."""
-
-    exit_code = 1
-
-
-def _log(quiet, msg):
-    if not quiet:
-        print(msg, flush=True)
-
 
 def _versions():
     import importlib.metadata as md
@@ -108,7 +95,7 @@ def make_strategy(name: str):
                                               if not tf.config.list_logical_devices("GPU") else None)
     if name == "multi-worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise TrainError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
+    raise EdgeXrayError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
 
 
 class BatchMaker:
@@ -171,10 +158,8 @@ def _eval_logits(model, x, batch=128):
 class EpochLogger:
     """Per-epoch: validation metrics, one line of progress, history, checkpoint, best weights."""
 
-    def __init__(self, run: Path, phase: str, model, ckpt, state, val_x, val_y, cfg, quiet, total, schedule):
-        self.run, self.phase, self.model, self.ckpt, self.state = run, phase, model, ckpt, state
-        self.schedule = schedule
-        self.val_x, self.val_y, self.cfg, self.quiet, self.total = val_x, val_y, cfg, quiet, total
+    def __init__(self, trainer: "Trainer", phase: str, model, ckpt, total: int, schedule):
+        self.trainer, self.phase, self.model, self.ckpt, self.total, self.schedule = trainer, phase, model, ckpt, total, schedule
         self.t0 = time.time()
 
     def callback(self):
@@ -191,11 +176,12 @@ class EpochLogger:
         return CB()
 
     def end(self, epoch, logs):
-        logits = _eval_logits(self.model, self.val_x)
-        probs = metrics.softmax(logits)
-        p = metrics.pneumonia_probability(probs)
-        y = self.val_y > 0
-        nll = float(-np.log(np.clip(probs[np.arange(len(self.val_y)), self.val_y], 1e-12, 1)).mean())
+        t, run, state = self.trainer, self.trainer.run, self.trainer.state
+        val_y = t.data.val_y
+        probs = softmax(_eval_logits(self.model, t.data.val_x))
+        p = pneumonia_probability(probs)
+        y = val_y > 0
+        nll = float(-np.log(np.clip(probs[np.arange(len(val_y)), val_y], 1e-12, 1)).mean())
         row = {
             "phase": self.phase,
             "epoch": epoch + 1,
@@ -203,31 +189,24 @@ class EpochLogger:
             "val_nll": nll,
             "val_auc": metrics.roc_auc(y, p),
             "val_accuracy": float(((p >= 0.5) == y).mean()),
-            "val_3class_accuracy": float((probs.argmax(1) == self.val_y).mean()),
+            "val_3class_accuracy": float((probs.argmax(1) == val_y).mean()),
             "lr": float(self.schedule(int(self.model.optimizer.iterations.numpy()))),
             "seconds": round(time.time() - self.t0, 1),
         }
-        hist = self.state["history"]
+        hist = state["history"]
         hist.append(row)
         # model selection: highest validation AUC, ties broken by lower NLL
         score = (row["val_auc"], -row["val_nll"])
-        best = self.state.get(f"best_{self.phase}")
+        best = state.get(f"best_{self.phase}")
         if best is None or score > tuple(best["score"]):
-            self.state[f"best_{self.phase}"] = {"epoch": epoch + 1, "score": list(score)}
-            self.model.save_weights(str(self.run / "ckpt" / f"best_{self.phase}.h5"))
-        self.ckpt.write(str(self.run / "ckpt" / self.phase))
-        self.state["phase"], self.state["epoch"] = self.phase, epoch + 1
-        _write_json(self.run / "state.json", self.state)
-        _write_json(self.run / "history.json", hist)
-        _log(self.quiet, f"{self.phase} epoch {epoch + 1}/{self.total}  loss {row['loss']:.4f}  "
-                         f"val_nll {nll:.4f}  val_auc {row['val_auc']:.4f}  val_acc {row['val_accuracy']:.4f}  "
-                         f"{row['seconds']:.0f}s")
-
-
-def _write_json(path: Path, obj):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+            state[f"best_{self.phase}"] = {"epoch": epoch + 1, "score": list(score)}
+            self.model.save_weights(str(run.checkpoint(f"best_{self.phase}.h5")))
+        self.ckpt.write(str(run.checkpoint(self.phase)))
+        state["phase"], state["epoch"] = self.phase, epoch + 1
+        run.write(STATE, state)
+        run.write(HISTORY, hist)
+        t.log(f"{self.phase} epoch {epoch + 1}/{self.total}  loss {row['loss']:.4f}  val_nll {nll:.4f}  "
+              f"val_auc {row['val_auc']:.4f}  val_acc {row['val_accuracy']:.4f}  {row['seconds']:.0f}s")
 
 
 def _lr_schedule(base: float, epochs: int, steps: int, warmup: int):
@@ -248,169 +227,204 @@ def _lr_schedule(base: float, epochs: int, steps: int, warmup: int):
     return WarmCosine()
 
 
-def _fit_phase(phase, model, maker, cfg, epochs, lr, run, state, val_x, val_y, quiet, callbacks, strategy, warmup):
-    tf, keras = tf_keras()
-    steps = maker.steps()
-    schedule = _lr_schedule(lr, epochs, steps, warmup)
-    with strategy.scope():
-        opt = keras.optimizers.Adam(schedule)
-        model.compile(
-            optimizer=opt,
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
-            weighted_metrics=[],
-        )
-    ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
-    start = 0
-    if state.get("phase") == phase and (run / "ckpt" / f"{phase}.index").exists():
-        ckpt.read(str(run / "ckpt" / phase)).expect_partial()
-        start = int(state["epoch"])
-        _log(quiet, f"{phase}: resumed after epoch {start}")
-    if start >= epochs:
-        return
-    maker.epoch = start
-    logger = EpochLogger(run, phase, model, ckpt, state, val_x, val_y, cfg, quiet, epochs, schedule)
-    model.fit(
-        _dataset(maker, cfg.image_size),
-        epochs=epochs,
-        initial_epoch=start,
-        verbose=0,
-        callbacks=[logger.callback(), *(callbacks or [])],
-    )
+@dataclass
+class RunData:
+    """The images of a run and its patient-level split, shared by the phases."""
+
+    items: list
+    images: np.ndarray  # uint8 (n, side, side)
+    labels: np.ndarray  # 0 normal, 1 bacterial, 2 viral
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    val_x: np.ndarray  # prepared validation images
+    skipped: list
+
+    @property
+    def val_y(self) -> np.ndarray:
+        return self.labels[self.val_idx]
 
 
-def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SIZE, limit: int | None = None,
-          seed: int = 0, resume: bool = False, strategy: str = "default", quiet: bool = False,
-          qat_epochs: int | None = None, arch: str = DEFAULT_ARCH, batch_size: int = 32,
-          teachers=(), callbacks=None) -> dict:
-    """Train a run into OUT; returns its metrics. See the module docstring for the run folder.
+class Trainer:
+    """One run, as named phases: data, float, qat, evaluate. Each phase checkpoints, so a run resumes."""
 
-    With RESUME, the run's own configuration is used; EPOCHS and QAT_EPOCHS, when given, extend it.
+    def __init__(self, data_dir, run: RunDir, cfg: TrainConfig, state: dict, teachers=(), callbacks=None,
+                 quiet=False):
+        self.data_dir, self.run, self.cfg, self.state = data_dir, run, cfg, state
+        self.teachers, self.callbacks, self.quiet = list(teachers), list(callbacks or []), quiet
+        self.data: RunData | None = None
+
+    def log(self, msg: str):
+        if not self.quiet:
+            print(msg, flush=True)
+
+    def load_data(self) -> RunData:
+        """Phase 0: read the images, split by patient and near-duplicate group, write split.json."""
+        cfg = self.cfg
+        items = stratified_limit(scan_folder(self.data_dir), cfg.limit, cfg.seed)
+        items, images, skipped = load_images(items, min(SOURCE_SIZE, 2 * cfg.image_size))
+        for s in skipped:
+            self.log(f"skipped unreadable image {s}")
+        if len(items) == 0:
+            raise InputError(f"{self.data_dir}: no readable images")
+        labels = np.array([i.label for i in items])
+        tr, va, _ = patient_split(items, images, cfg.val_fraction, cfg.seed)
+        self.run.write(SPLIT, {
+            "method": "StratifiedGroupKFold by patient and near-duplicate group",
+            "counts": {side: {LABELS[c]: int((labels[idx] == c).sum()) for c in range(3)}
+                       for side, idx in (("train", tr), ("val", va))},
+            "train_patients": sorted({items[i].patient for i in tr}),
+            "val_patients": sorted({items[i].patient for i in va}),
+            "val_files": [file_key(items[i].path) for i in va],
+            "skipped": skipped,
+        })
+        self.data = RunData(items, images, labels, tr, va, prepare_all(images[va], cfg.image_size), skipped)
+        return self.data
+
+    def build(self):
+        """The network, in the strategy's scope; config.json written."""
+        cfg, d = self.cfg, self.data
+        np.random.seed(cfg.seed)
+        tf, _ = tf_keras()
+        tf.random.set_seed(cfg.seed)
+        self.strategy = make_strategy(cfg.strategy)
+        with self.strategy.scope():
+            model = build_model(cfg.image_size, cfg.arch)
+        self.config = {
+            "train": asdict(cfg),
+            "data": {"dir": Path(self.data_dir).name, "images": len(d.items),
+                     "counts": {LABELS[c]: int((d.labels == c).sum()) for c in range(3)},
+                     "file_list_sha256": file_list_hash(d.items), "skipped": len(d.skipped)},
+            "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
+                      "input": [cfg.image_size, cfg.image_size, 1]},
+            "versions": _versions(),
+        }
+        self.run.write(CONFIG, self.config)
+        self.log(f"data: {len(d.train_idx)} train / {len(d.val_idx)} val images; model "
+                 f"{self.config['model']['parameters']} parameters, "
+                 f"{self.config['model']['multiply_adds'] / 1e6:.1f} M multiply-adds at {cfg.image_size} px")
+        tr = d.train_idx
+        targets = None
+        if self.teachers or cfg.teachers:
+            targets = distill_targets(self.teachers, cfg, d.images[tr], d.labels[tr], self.quiet)
+        self.maker = BatchMaker(d.images[tr], d.labels[tr], class_weights(d.labels[tr]), cfg,
+                                drop_remainder=self.strategy.num_replicas_in_sync > 1, targets=targets)
+        return model
+
+    def fit(self, phase: str, model, epochs: int, lr: float, warmup: int):
+        """Train MODEL for PHASE, from its checkpoint if the run was interrupted in it."""
+        tf, keras = tf_keras()
+        schedule = _lr_schedule(lr, epochs, self.maker.steps(), warmup)
+        with self.strategy.scope():
+            opt = keras.optimizers.Adam(schedule)
+            model.compile(optimizer=opt, weighted_metrics=[],
+                          loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                                    label_smoothing=self.cfg.label_smoothing))
+        ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
+        start = 0
+        if self.state.get("phase") == phase and self.run.checkpoint(f"{phase}.index").exists():
+            ckpt.read(str(self.run.checkpoint(phase))).expect_partial()
+            start = int(self.state["epoch"])
+            self.log(f"{phase}: resumed after epoch {start}")
+        if start >= epochs:
+            return
+        self.maker.epoch = start
+        logger = EpochLogger(self, phase, model, ckpt, epochs, schedule)
+        model.fit(_dataset(self.maker, self.cfg.image_size), epochs=epochs, initial_epoch=start, verbose=0,
+                  callbacks=[logger.callback(), *self.callbacks])
+
+    def _finish_phase(self, model, phase: str, dest: Path, next_phase: str):
+        model.load_weights(str(self.run.checkpoint(f"best_{phase}.h5")))
+        model.save(str(dest), include_optimizer=False)
+        self.state["phase"], self.state["epoch"] = next_phase, 0
+        self.run.write(STATE, self.state)
+
+    def float_phase(self, model):
+        """Phase 1: the float network with augmentation; the best epoch by validation AUC is kept."""
+        _, keras = tf_keras()
+        if self.state.get("phase") not in (None, "float"):
+            return keras.models.load_model(str(self.run.float_model), compile=False)
+        self.fit("float", model, self.cfg.epochs, self.cfg.learning_rate, self.cfg.warmup_epochs)
+        self._finish_phase(model, "float", self.run.float_model, "qat")
+        return model
+
+    def qat_phase(self, model):
+        """Phase 2: quantization-aware fine-tuning from the float weights."""
+        with self.strategy.scope():
+            qat = tfmot().quantization.keras.quantize_model(model)
+        if self.state.get("phase") != "qat":
+            qat.load_weights(str(self.run.qat_model))
+            return qat
+        self.fit("qat", qat, self.cfg.qat_epochs, self.cfg.qat_learning_rate, 0)
+        self._finish_phase(qat, "qat", self.run.qat_model, "done")
+        return qat
+
+    def evaluate_phase(self, qat, t_start: float) -> dict:
+        """Phase 3: calibration, operating point and metrics of the QAT model; metrics.json written."""
+        d = self.data
+        result = evaluate_run(qat, self.cfg, d.val_x, d.val_y, d.images, d.labels, d.train_idx, d.val_idx, self.quiet)
+        self.state["wall_seconds"] = round(self.state.get("wall_seconds", 0.0) + time.time() - t_start, 1)
+        self.run.write(STATE, self.state)
+        hist = self.state["history"]
+        result["wall_seconds"] = self.state["wall_seconds"]
+        result["seconds_per_epoch"] = {
+            ph: round(float(np.median([h["seconds"] for h in hist if h["phase"] == ph])), 1)
+            for ph in ("float", "qat") if any(h["phase"] == ph for h in hist)
+        }
+        result["model"] = self.config["model"]
+        self.run.write(METRICS, result)
+        v = result["val"]
+        self.log(f"validation (QAT, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
+                 f"accuracy {v['accuracy']:.4f}  sensitivity {v['sensitivity']:.4f}  specificity "
+                 f"{v['specificity']:.4f}  AUC {v['auc']:.4f}  ECE {result['ece_before']:.4f} -> {v['ece']:.4f}")
+        self.log(f"run written to {self.run.path}")
+        return result
+
+
+def _check_config(cfg: TrainConfig):
+    if cfg.arch not in ARCHITECTURES:
+        raise EdgeXrayError(f"unknown architecture {cfg.arch!r} (choose from {', '.join(ARCHITECTURES)})")
+    if cfg.strategy not in STRATEGIES:
+        raise EdgeXrayError(f"unknown strategy {cfg.strategy!r} (choose from {', '.join(STRATEGIES)})")
+    if cfg.image_size < 32 or cfg.image_size % 32:
+        raise EdgeXrayError(f"--image-size must be a multiple of 32, at least 32 (got {cfg.image_size})")
+
+
+def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = False, teachers=(), callbacks=None,
+          quiet: bool = False, **options) -> dict:
+    """Train a run into OUT (see edge_xray.train.rundir for its files); returns its metrics.
+
+    CONFIG (default TrainConfig()) with OPTIONS (TrainConfig fields, e.g. epochs=2, image_size=32) on top.
+    With RESUME, the run's own configuration is used; only `epochs` and `qat_epochs` may extend it.
     TEACHERS (finished run folders) are distilled: the training targets become
     (1 - DISTILL_ALPHA) * one-hot + DISTILL_ALPHA * the teachers' mean probabilities on the
     un-augmented training images (the validation images are never shown to them).
     """
     t_start = time.time()
-    run = Path(out)
-    if arch not in ARCHITECTURES:
-        raise TrainError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
-    if strategy not in STRATEGIES:
-        raise TrainError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if image_size < 32 or image_size % 32:
-        raise TrainError(f"--image-size must be a multiple of 32, at least 32 (got {image_size})")
-    state_path = run / "state.json"
+    run = RunDir(out)
     if resume:
-        if not state_path.exists():
-            raise TrainError(f"{out}: nothing to resume (no state.json); start without --resume")
-        state = json.loads(state_path.read_text())
-        cfg = TrainConfig(**json.loads((run / "config.json").read_text())["train"])
-        cfg.epochs, cfg.qat_epochs = epochs or cfg.epochs, qat_epochs or cfg.qat_epochs
+        if not run.has(STATE):
+            raise EdgeXrayError(f"{out}: nothing to resume (no state.json); start without --resume")
+        state, cfg = run.state, TrainConfig(**run.config["train"])
+        changed = sorted(k for k, v in options.items()
+                         if k not in ("epochs", "qat_epochs") and v is not None and getattr(cfg, k, v) != v)
+        if changed:
+            raise EdgeXrayError(f"--resume keeps the run's own settings (cannot change {', '.join(changed)})")
     else:
-        if state_path.exists() or (run / "metrics.json").exists():
-            raise TrainError(f"{out}: already holds a run; use --resume or another --out")
-        cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
-                          image_size=image_size, arch=arch, teachers=[Path(t).name for t in teachers],
-                          batch_size=batch_size, limit=limit, seed=seed, strategy=strategy)
+        if run.started:
+            raise EdgeXrayError(f"{out}: already holds a run; use --resume or another --out")
         state = {"phase": None, "epoch": 0, "history": []}
-    (run / "ckpt").mkdir(parents=True, exist_ok=True)
-
-    items = stratified_limit(scan_folder(data_dir), cfg.limit, cfg.seed)
-    source = min(SOURCE_SIZE, 2 * cfg.image_size)
-    items, images, skipped = load_images(items, source)
-    for s in skipped:
-        _log(quiet, f"skipped unreadable image {s}")
-    if len(items) == 0:
-        raise DataError(f"{data_dir}: no readable images")
-    labels = np.array([i.label for i in items])
-    tr, va, groups = patient_split(items, images, cfg.val_fraction, cfg.seed)
-    split = {
-        "method": "StratifiedGroupKFold by patient and near-duplicate group",
-        "counts": {
-            side: {LABELS[c]: int((labels[idx] == c).sum()) for c in range(3)} for side, idx in (("train", tr), ("val", va))
-        },
-        "train_patients": sorted({items[i].patient for i in tr}),
-        "val_patients": sorted({items[i].patient for i in va}),
-        "val_files": [f"{items[i].path.parent.name}/{items[i].path.name}" for i in va],
-        "skipped": skipped,
-    }
-    _write_json(run / "split.json", split)
-    np.random.seed(cfg.seed)
-    tf, keras = tf_keras()
-    tf.random.set_seed(cfg.seed)
-    strat = make_strategy(cfg.strategy)
-    with strat.scope():
-        model = build_model(cfg.image_size, cfg.arch)
-    config = {
-        "train": asdict(cfg),
-        "data": {
-            "dir": Path(data_dir).name,
-            "images": len(items),
-            "counts": {LABELS[c]: int((labels == c).sum()) for c in range(3)},
-            "file_list_sha256": file_list_hash(items),
-            "skipped": len(skipped),
-        },
-        "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
-                  "input": [cfg.image_size, cfg.image_size, 1]},
-        "versions": _versions(),
-        "command": " ".join(["edge-xray", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
-    }
-    if resume:  # keep the command that started the run
-        config["command"] = json.loads((run / "config.json").read_text()).get("command")
-    _write_json(run / "config.json", config)
-    _log(quiet, f"data: {len(tr)} train / {len(va)} val images, {len(split['train_patients'])} / "
-                f"{len(split['val_patients'])} patients; model {config['model']['parameters']} parameters, "
-                f"{config['model']['multiply_adds'] / 1e6:.1f} M multiply-adds at {cfg.image_size} px")
-
-    val_x = prepare_all(images[va], cfg.image_size)
-    val_y = labels[va]
-    weights = class_weights(labels[tr])
-    targets = None
-    if teachers or cfg.teachers:
-        targets = distill_targets(teachers, cfg, images[tr], labels[tr], quiet)
-    maker = BatchMaker(images[tr], labels[tr], weights, cfg, drop_remainder=strat.num_replicas_in_sync > 1,
-                       targets=targets)
-
-    # 1. float phase
-    if state.get("phase") in (None, "float"):
-        _fit_phase("float", model, maker, cfg, cfg.epochs, cfg.learning_rate, run, state, val_x, val_y,
-                   quiet, callbacks, strat, cfg.warmup_epochs)
-        model.load_weights(str(run / "ckpt" / "best_float.h5"))
-        model.save(str(run / "float.h5"), include_optimizer=False)
-        state["phase"], state["epoch"] = "qat", 0
-        _write_json(state_path, state)
-    else:
-        model = keras.models.load_model(str(run / "float.h5"), compile=False)
-
-    # 2. quantization-aware fine-tuning
-    mot = tfmot()
-    with strat.scope():
-        qat = mot.quantization.keras.quantize_model(model)
-    if state.get("phase") == "qat":
-        _fit_phase("qat", qat, maker, cfg, cfg.qat_epochs, cfg.qat_learning_rate, run, state, val_x, val_y,
-                   quiet, callbacks, strat, 0)
-        qat.load_weights(str(run / "ckpt" / "best_qat.h5"))
-        qat.save(str(run / "qat.h5"), include_optimizer=False)
-        state["phase"], state["epoch"] = "done", 0
-        _write_json(state_path, state)
-    else:
-        qat.load_weights(str(run / "qat.h5"))
-
-    # 3. calibration, operating point and metrics of the QAT model
-    result = evaluate_run(qat, cfg, val_x, val_y, images, labels, tr, va, quiet)
-    state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + time.time() - t_start, 1)
-    _write_json(state_path, state)
-    result["wall_seconds"] = state["wall_seconds"]
-    result["seconds_per_epoch"] = {
-        ph: round(float(np.median([h["seconds"] for h in state["history"] if h["phase"] == ph])), 1)
-        for ph in ("float", "qat") if any(h["phase"] == ph for h in state["history"])
-    }
-    result["model"] = config["model"]
-    _write_json(run / "metrics.json", result)
-    v = result["val"]
-    _log(quiet, f"validation (QAT, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
-                f"accuracy {v['accuracy']:.4f}  sensitivity {v['sensitivity']:.4f}  specificity "
-                f"{v['specificity']:.4f}  AUC {v['auc']:.4f}  ECE {result['ece_before']:.4f} -> {v['ece']:.4f}")
-    _log(quiet, f"run written to {run}")
-    return result
+        cfg = config or TrainConfig()
+        if teachers:
+            options["teachers"] = [Path(t).name for t in teachers]
+    cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
+    _check_config(cfg)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(data_dir, run, cfg, state, teachers, callbacks, quiet)
+    trainer.load_data()
+    model = trainer.build()
+    model = trainer.float_phase(model)
+    qat = trainer.qat_phase(model)
+    return trainer.evaluate_phase(qat, t_start)
 
 
 def distill_targets(teachers, cfg: TrainConfig, images, labels, quiet) -> np.ndarray:
@@ -418,16 +432,17 @@ def distill_targets(teachers, cfg: TrainConfig, images, labels, quiet) -> np.nda
     from .tfcompat import load_keras_model
 
     if not teachers:
-        raise TrainError("this run was distilled: give the same --teacher runs to --resume it")
+        raise EdgeXrayError("this run was distilled: give the same --teacher runs to --resume it")
     probs = []
     for t in teachers:
         path = Path(t) / "qat.h5"
         if not path.exists():
-            raise TrainError(f"teacher {t}: no qat.h5 (is it a finished `edge-xray train` run?)")
+            raise EdgeXrayError(f"teacher {t}: no qat.h5 (is it a finished `edge-xray train` run?)")
         m = load_keras_model(path)
-        probs.append(metrics.softmax(_eval_logits(m, prepare_all(images, m.input_shape[1]))))
-        _log(quiet, f"teacher {Path(t).name}: {m.input_shape[1]} px, training accuracy "
-                    f"{float((probs[-1].argmax(1) == labels).mean()):.3f} (3-class)")
+        probs.append(softmax(_eval_logits(m, prepare_all(images, m.input_shape[1]))))
+        if not quiet:
+            print(f"teacher {Path(t).name}: {m.input_shape[1]} px, training accuracy "
+                  f"{float((probs[-1].argmax(1) == labels).mean()):.3f} (3-class)", flush=True)
     soft = np.mean(probs, axis=0)
     return (1 - cfg.distill_alpha) * np.eye(3)[labels] + cfg.distill_alpha * soft
 
@@ -436,16 +451,16 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
     logits = _eval_logits(model, val_x)
     bias = metrics.prior_correction(class_weights(labels[tr]), np.bincount(labels[tr], minlength=3))
     temperature = metrics.fit_temperature(logits, val_y, bias)
-    raw = metrics.softmax(logits)
-    cal = metrics.softmax(logits, temperature, bias)
-    p = metrics.pneumonia_probability(cal)
+    raw = softmax(logits)
+    cal = softmax(logits, temperature, bias)
+    p = pneumonia_probability(cal)
     threshold = metrics.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
     val = metrics.screening_report(val_y, cal, threshold)
     # shift proxy: the validation images with their class-typical acquisition swapped
     proxy_x = prepare_all(np.stack([aug.shift_proxy(a, int(c)) for a, c in zip(images[va], val_y)]), cfg.image_size)
-    proxy = metrics.screening_report(val_y, metrics.softmax(_eval_logits(model, proxy_x), temperature, bias), threshold)
+    proxy = metrics.screening_report(val_y, softmax(_eval_logits(model, proxy_x), temperature, bias), threshold)
     train_x = prepare_all(images[tr], cfg.image_size)
-    train_m = metrics.screening_report(labels[tr], metrics.softmax(_eval_logits(model, train_x), temperature, bias),
+    train_m = metrics.screening_report(labels[tr], softmax(_eval_logits(model, train_x), temperature, bias),
                                        threshold)
     return {
         "model": "qat",
@@ -456,7 +471,7 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
         "threshold": threshold,
         "threshold_rule": f"highest threshold with validation sensitivity >= {cfg.sensitivity_target}, "
                           f"capped at {cfg.threshold_cap}",
-        "ece_before": metrics.expected_calibration_error(val_y > 0, metrics.pneumonia_probability(raw)),
+        "ece_before": metrics.expected_calibration_error(val_y > 0, pneumonia_probability(raw)),
         "val": val,
         "shift_proxy": proxy,
         "train": train_m,

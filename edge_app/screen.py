@@ -1,0 +1,157 @@
+"""The library API: screen chest X-rays with a model, its gate and (optionally) a site's threshold.
+
+    import edge_xray
+    screener = edge_xray.load_model()              # the bundled model, card verified
+    result = screener.classify("scan.png")         # a Screening
+    print(result.label, result.pneumonia_probability, result.advice)
+
+Every input goes through the same steps: decode once (the file's sha256 from the same bytes), cheap
+image checks, preprocessing, one int8 invocation, the out-of-distribution gate on the model's own
+features, then the calibrated decision. The gate is always on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from PIL import Image
+
+from .decision import ADVICE, Calibration
+from .errors import ImageError
+from .gate import Gate
+from .preprocess import Scan, list_images, load_scan, prepare, scan_from_image
+from .runtime import Model
+
+IMAGE_SOURCE = "<image>"  # the `path` of a screening made from an in-memory image
+
+
+@dataclass(frozen=True)
+class Screening:
+    """One input's result. The fields are those of a `classify --json` row, in its order."""
+
+    path: str
+    status: str  # ok, error (unreadable) or rejected (readable, but not a chest X-ray)
+    label: str | None = None
+    pneumonia_probability: float | None = None
+    pneumonia_type: str | None = None
+    type_probability: float | None = None
+    threshold: float | None = None
+    advice: str | None = None
+    error: str | None = None
+    model_sha256: str | None = None
+    site_sha256: str | None = None
+    input_sha256: str | None = None
+    heatmap: str | None = None
+    heatmap_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        """Exactly the JSON row that `edge-xray classify --json` prints."""
+        return dataclasses.asdict(self)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Screening))
+
+
+class Screener:
+    """A model, its gate and its operating point, ready to screen files or images."""
+
+    def __init__(self, model: Model, site=None):
+        self.model = model
+        self.site = site
+        self.gate = Gate.from_card(model.card)
+        self.calibration = Calibration.from_card(model.card, site.threshold if site is not None else None)
+        self._heatmap_names: set = set()
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
+
+    @property
+    def card(self):
+        return self.model.card
+
+    def _row(self, path, status: str, **fields) -> Screening:
+        return Screening(path=str(path), status=status, threshold=self.threshold, model_sha256=self.model.sha256,
+                         site_sha256=getattr(self.site, "sha256", None), **fields)
+
+    def _refused(self, path, status: str, reason: str, sha256: str | None = None) -> Screening:
+        return self._row(path, status, error=reason, advice=ADVICE[status].format(reason=reason), input_sha256=sha256)
+
+    def classify(self, source, *, heatmap_dir=None) -> Screening:
+        """Screen one input: a path (PNG, JPEG, TIFF, BMP, DICOM) or a Pillow image. Never raises for a
+        bad input: an unreadable one comes back with `status: error`, a non-X-ray with `rejected`."""
+        return self._classify(source, heatmap_dir)[0]
+
+    def classify_many(self, paths: Iterable, *, heatmap_dir=None) -> Iterator[Screening]:
+        """Screen files and folders (recursed, in order); one Screening per image. Never raises for a
+        bad input: a missing file or an empty folder comes back as a Screening with `status: error`."""
+        for s, _ in self.classify_many_with_distance(paths, heatmap_dir=heatmap_dir):
+            yield s
+
+    def classify_many_with_distance(self, paths: Iterable, *, heatmap_dir=None):
+        """As classify_many, with the gate's feature distance of each input (None where not measured):
+        (Screening, distance) pairs, for drift checks."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        for p in paths:
+            files = list_images([p])
+            if not files:
+                yield self._refused(p, "error", "folder holds no images"), None
+            for f in files:
+                yield self._classify(f, heatmap_dir)
+
+    def screen(self, scan: Scan, path=IMAGE_SOURCE, *, heatmap_dir=None) -> Screening:
+        """Screen a decoded Scan."""
+        return self._screen(scan, path, heatmap_dir)[0]
+
+    def _classify(self, source, heatmap_dir):
+        path = IMAGE_SOURCE if isinstance(source, Image.Image) else source
+        try:
+            scan = scan_from_image(source) if isinstance(source, Image.Image) else load_scan(source, self.model.size)
+        except ImageError as e:
+            return self._refused(path, "error", str(e)), None
+        return self._screen(scan, path, heatmap_dir)
+
+    def _screen(self, scan: Scan, path, heatmap_dir):
+        reason = self.gate.check_image(scan.image, scan.chroma)
+        if reason:
+            return self._refused(path, "rejected", reason, scan.sha256), None
+        x = prepare(scan.image, self.model.size)
+        logits, features = self.model.run(x, features=True)
+        distance = self.gate.feature_distance(features)
+        reason = self.gate.check_features(x, features)
+        if reason:
+            return self._refused(path, "rejected", reason, scan.sha256), distance
+        decision = self.calibration.decide(logits)
+        result = self._row(path, "ok", input_sha256=scan.sha256, **decision.fields())
+        if heatmap_dir is not None and features is not None:
+            from .heatmap import save_heatmap
+
+            try:
+                dest = save_heatmap(self.card, scan.image, features, result.to_dict(), decision.cls, heatmap_dir,
+                                    Path(str(path)).stem, self._heatmap_names)
+                result = dataclasses.replace(result, heatmap=None if dest is None else str(dest))
+            except OSError as e:
+                result = dataclasses.replace(result, heatmap_error=f"cannot write heatmap ({e.strerror or e})")
+        return result, distance
+
+
+def load_model(model=None, *, threads: int | None = None, site=None) -> Screener:
+    """A Screener for MODEL (a .tflite path; None: the bundled model), its card verified.
+
+    SITE: a site file (path) from `edge-xray site calibrate`, whose threshold replaces the card's.
+    Raises ModelError (exit code 4 on the command line) for a missing, changed or foreign model.
+    """
+    m = model if isinstance(model, Model) else Model(model, threads=threads)
+    if site is not None and not hasattr(site, "threshold"):
+        from .site import load_site
+
+        site = load_site(site, m)
+    return Screener(m, site=site)
