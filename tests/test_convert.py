@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edge_xray import metrics
+from edge_xray.decision import Calibration, pneumonia_probability
 from edge_xray.cli import cli
 from edge_xray.preprocess import file_sha256, load_and_prepare
 from conftest import TINY, xray_like
@@ -93,8 +93,8 @@ def test_float_keras_matches_float32_tflite(tiny_models, subset):
     for x in inputs(subset):
         k = keras_float.predict(x[..., None], verbose=0)
         t, m = tflite_logits(tiny_models["float32"], x)
-        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature, m.logit_bias))
-        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature, m.logit_bias))
+        pk = pneumonia_probability(Calibration.from_card(m.card).probabilities(k))
+        pt = pneumonia_probability(Calibration.from_card(m.card).probabilities(t))
         assert np.abs(pk - pt).max() <= 1e-4
 
 
@@ -109,12 +109,12 @@ def test_qat_keras_matches_int8_tflite(tiny_models, subset):
         k = qat.predict(x[..., None], verbose=0)
         t, m = tflite_logits(tiny_models["int8"], x)
         assert np.abs(k - t).max() <= 4 * step  # a few output quantization steps
-        pk = metrics.pneumonia_probability(metrics.softmax(k, m.temperature, m.logit_bias))
-        pt = metrics.pneumonia_probability(metrics.softmax(t, m.temperature, m.logit_bias))
-        assert ((pk >= m.threshold) == (pt >= m.threshold)).mean() >= 0.99
+        pk = pneumonia_probability(Calibration.from_card(m.card).probabilities(k))
+        pt = pneumonia_probability(Calibration.from_card(m.card).probabilities(t))
+        assert ((pk >= m.card.threshold) == (pt >= m.card.threshold)).mean() >= 0.99
         if i == 0:
-            acc_k = ((pk >= m.threshold) == labels).mean()
-            acc_t = ((pt >= m.threshold) == labels).mean()
+            acc_k = ((pk >= m.card.threshold) == labels).mean()
+            acc_t = ((pt >= m.card.threshold) == labels).mean()
             assert abs(acc_k - acc_t) <= 0.005
 
 

@@ -43,6 +43,9 @@ class RunDir:
     def __repr__(self):
         return f"RunDir({str(self.path)!r})"
 
+    def __fspath__(self):  # a RunDir is accepted wherever a run folder's path is
+        return str(self.path)
+
     @property
     def name(self) -> str:
         return self.path.name
