@@ -56,8 +56,9 @@ def test_orient_turns_a_confident_answer_back(angle):
 
 def test_orient_does_not_turn_an_unsure_answer():
     im = rotate_clockwise(asymmetric(), 90)
-    probs = np.array([0.1, CONFIDENCE - 0.05, 0.05, 0.0])
-    upright, degrees, confident = orient(im, FixedModel(probs / probs.sum()))
+    probs = np.array([0.95 - CONFIDENCE, CONFIDENCE - 0.05, 0.1, 0.0])  # 90 degrees is the best guess, unsure
+    assert probs.argmax() == 1 and abs(probs.sum() - 1) < 1e-9
+    upright, degrees, confident = orient(im, FixedModel(probs))
     assert degrees == 90 and confident is False and upright is im
     # an unsure "upright" is not trusted either: the caller refuses with REASON
     assert decide(np.array([0.55, 0.40, 0.05, 0.0])) == (0, False)
@@ -143,7 +144,7 @@ def test_tiny_orientation_training_end_to_end(data_dir, tmp_path):
                              batch_size=32, quiet=True)
     assert out.is_file() and out.with_suffix(".json").is_file()
     side = json.loads(out.with_suffix(".json").read_text())
-    assert side == card and side["labels"] == ["0", "90", "180", "270"]
+    assert side == json.loads(json.dumps(card)) and side["labels"] == ["0", "90", "180", "270"]
     assert side["input"]["shape"] == [1, TINY, TINY, 1] and side["input"]["dtype"] == "int8"
     val = side["metrics"]["val"]
     assert sum(val[str(a)]["n"] for a in ANGLES) == 4 * side["training"]["data"]["val"] > 0

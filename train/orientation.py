@@ -40,6 +40,7 @@ IMAGE_SIZE = 64  # px: orientation needs only the coarse layout (shoulders up, d
 ARCH = "xs"  # train/model.py's smallest structure, with a 4-way head
 DROP_BLOCKS = 1  # ... without its last (widest) block: half the parameters, the model file under 60 KB
 DROPOUT = 0.1
+BN_MOMENTUM = 0.9  # Keras' 0.99 lags too far behind in a few hundred steps: inference collapsed to one class
 EPOCHS = 4  # float epochs; each shows every training scan at all four rotations
 QAT_EPOCHS = 1
 BATCH_SIZE = 64
@@ -107,6 +108,9 @@ def build_orientation_model(image_size: int = IMAGE_SIZE, arch: str = ARCH, drop
     _, keras = tf_keras()
     L = keras.layers
     base = build_model(image_size, arch)
+    for layer in base.layers:  # moving statistics that keep up with a short, fast schedule
+        if isinstance(layer, L.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     n = len(ARCHITECTURES[arch]["blocks"])
     x = base.get_layer("features" if drop_blocks == 0 else f"b{n - 1 - drop_blocks}_relu").output
     x = L.GlobalAveragePooling2D(name="pool")(x)
@@ -274,6 +278,7 @@ def train_orientation(data_dir, out, epochs: int = EPOCHS, seed: int = 0, image_
             "data": {"dir": Path(data_dir).name, "images": len(items), "train": int(len(tr)), "val": int(len(va)),
                      "file_list_sha256": file_list_hash(items), "skipped": len(skipped)},
             "recipe": {"image_size": image_size, "arch": arch, "drop_blocks": DROP_BLOCKS, "dropout": DROPOUT,
+                       "bn_momentum": BN_MOMENTUM,
                        "head": "4-way linear", "epochs": epochs,
                        "qat_epochs": qat_epochs, "batch_size": batch_size, "learning_rate": LEARNING_RATE,
                        "qat_learning_rate": QAT_LEARNING_RATE, "label_smoothing": LABEL_SMOOTHING,
