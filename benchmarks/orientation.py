@@ -162,6 +162,15 @@ def main():
                                                      Image.Transpose.FLIP_LEFT_RIGHT)
         report["fullres_flipped"] = flipped_figures("fullres flipped top-bottom", full, om, main_model, fbase,
                                                     Image.Transpose.FLIP_TOP_BOTTOM)
+        # the same scans decoded at their full size (as a PNG or DICOM original would be, no JPEG draft)
+        big = [load_image(f) for f in files]
+        print(f"full size: {min(min(im.size) for im in big)}-{max(max(im.size) for im in big)} px")
+        report["fullres_full_size"] = {}
+        for angle in ANGLES:
+            kinds = [outcome(om, rotate_clockwise(im, angle), angle)[0] for im in big]
+            r = {k: kinds.count(k) for k in ("recognised", "refused", "wrong")}
+            report["fullres_full_size"][str(angle)] = r
+            print(f"fullres at full size turned {angle:3d}: {r}")
         # cost of orient() on a decoded full-resolution scan (prepare at the model's size + inference)
         from edge_xray.orientation import orient
 
