@@ -334,6 +334,24 @@ def site_check(folder, model, site, as_json):
     click.echo(f"verdict: {r['verdict']}")
 
 
+@cli.command("train-orientation")
+@click.argument("data_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="MODEL.tflite (card MODEL.json beside it), e.g. edge_app/models/edge-xray-orientation-int8.tflite.")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="Float epochs (default 4).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Also the split's seed (0: the main model's).")
+def train_orientation(data_dir, out, epochs, seed):
+    """Train the int8 orientation model (0/90/180/270 degrees) on a NORMAL/PNEUMONIA folder."""
+    from .train.orientation import EPOCHS
+    from .train.orientation import train_orientation as run
+
+    if not out.endswith(".tflite"):
+        raise click.UsageError(f"--out must end in .tflite (got {out})")
+    with user_errors():
+        card = run(data_dir, out, epochs=epochs or EPOCHS, seed=seed)
+    click.echo(f"{out}: {card['size_bytes'] / 1024:.1f} KB, sha256 {card['sha256']}")
+
+
 def main():
     cli(prog_name="edge-xray")
 

@@ -20,9 +20,11 @@ def human_line(s: Screening) -> str:
     if s.status != "ok":
         return f"{s.path}: ERROR - {s.error}"
     p = s.pneumonia_probability
+    turned = (f" [file turned {s.orientation_corrected} degrees clockwise: screened upright]"
+              if s.orientation_corrected else "")
     if s.label == "PNEUMONIA":
-        return f"{s.path}: PNEUMONIA p={p:.2f} ({s.pneumonia_type} {s.type_probability:.2f}) - {s.advice}"
-    return f"{s.path}: NORMAL p={p:.2f} - {s.advice}"
+        return f"{s.path}: PNEUMONIA p={p:.2f} ({s.pneumonia_type} {s.type_probability:.2f}) - {s.advice}{turned}"
+    return f"{s.path}: NORMAL p={p:.2f} - {s.advice}{turned}"
 
 
 class RowWriter:

@@ -6,8 +6,9 @@
     print(result.label, result.pneumonia_probability, result.advice)
 
 Every input goes through the same steps: decode once (the file's sha256 from the same bytes), cheap
-image checks, preprocessing, one int8 invocation, the out-of-distribution gate on the model's own
-features, then the calibrated decision. The gate is always on.
+image checks, orientation (a scan turned by 90, 180 or 270 degrees is screened upright, or refused
+when the orientation model is unsure), preprocessing, one int8 invocation, the out-of-distribution
+gate on the model's own features, then the calibrated decision. The gate is always on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image
 from .decision import ADVICE, Calibration
 from .errors import ImageError
 from .gate import Gate
+from .orientation import REASON as ORIENTATION_REASON, orient
 from .preprocess import Scan, list_images, load_scan, prepare, scan_from_image
 from .runtime import Model
 
@@ -44,6 +46,7 @@ class Screening:
     model_sha256: str | None = None
     site_sha256: str | None = None
     input_sha256: str | None = None
+    orientation_corrected: int | None = None  # degrees the file was turned clockwise (0: upright); null if not screened
     heatmap: str | None = None
     heatmap_error: str | None = None
 
@@ -123,19 +126,24 @@ class Screener:
         reason = self.gate.check_image(scan.image, scan.chroma)
         if reason:
             return self._refused(path, "rejected", reason, scan.sha256), None
-        x = prepare(scan.image, self.model.size)
+        image, degrees, confident = orient(scan.image)
+        if not confident:  # a non-X-ray is refused for what it is; an X-ray in doubt for its orientation
+            x = prepare(scan.image, self.model.size)
+            reason = self.gate.check_features(x, self.model.run(x, features=True)[1]) or ORIENTATION_REASON
+            return self._refused(path, "rejected", reason, scan.sha256), None
+        x = prepare(image, self.model.size)
         logits, features = self.model.run(x, features=True)
         distance = self.gate.feature_distance(features)
         reason = self.gate.check_features(x, features)
         if reason:
             return self._refused(path, "rejected", reason, scan.sha256), distance
         decision = self.calibration.decide(logits)
-        result = self._row(path, "ok", input_sha256=scan.sha256, **decision.fields())
+        result = self._row(path, "ok", input_sha256=scan.sha256, orientation_corrected=degrees, **decision.fields())
         if heatmap_dir is not None and features is not None:
             from .heatmap import save_heatmap
 
             try:
-                dest = save_heatmap(self.card, scan.image, features, result.to_dict(), decision.cls, heatmap_dir,
+                dest = save_heatmap(self.card, image, features, result.to_dict(), decision.cls, heatmap_dir,
                                     Path(str(path)).stem, self._heatmap_names)
                 result = dataclasses.replace(result, heatmap=None if dest is None else str(dest))
             except OSError as e:
