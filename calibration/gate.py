@@ -41,7 +41,8 @@ SHAPE_MARGIN = 1.5  # the shape-score threshold is this many times its SHAPE_QUA
 STAT_BOUND_MARGIN = 3.0  # standard deviations beyond the most extreme training scan, per statistic
 VARIANCE_FLOOR = 1e-4  # relative to the mean variance per feature
 MIN_VARIANCE = 1e-8
-MIN_SCALE = 1e-6  # floor of a statistic's standard deviation
+COVARIANCE_RIDGE = 1e-4  # added to the statistics' correlation matrix before it is inverted
+MIN_SCALE = 1e-4  # floor of a statistic's standard deviation (and of the feature-map spread)
 
 
 def features_of(model, paths):
@@ -105,11 +106,17 @@ def fit_from_features(train_x, train_f, val_x, val_f) -> dict:
     s_mean = st.mean(0)
     s_scale = np.maximum(st.std(0), MIN_SCALE)
     z = (st - s_mean) / s_scale
-    cov = np.cov(z.T) + 1e-6 * np.eye(z.shape[1])
-    inv = np.linalg.pinv(cov)
+    # statistics that do not vary on the training scans (a degenerate model) stay out of the joint
+    # score; their per-statistic bound still holds them near the training value
+    varies = st.std(0) > MIN_SCALE
+    inv = np.zeros((z.shape[1], z.shape[1]))
+    if varies.any():
+        zv = z[:, varies]
+        cov = np.atleast_2d(np.cov(zv.T)) + COVARIANCE_RIDGE * np.eye(zv.shape[1])
+        inv[np.ix_(varies, varies)] = np.linalg.pinv(cov)
     score = np.einsum("ij,jk,ik->i", z, inv, z) / z.shape[1]
     shape = {"template_std": template_std.round(2).tolist(), "map_mean": map_mean.round(5).tolist(),
-             "map_std": map_std.round(5).tolist(), "mean": s_mean.round(5).tolist(),
+             "map_std": map_std.round(6).tolist(), "mean": s_mean.round(5).tolist(),
              "scale": s_scale.round(6).tolist(), "inverse_covariance": inv.round(5).tolist(),
              "threshold": round(SHAPE_MARGIN * float(np.quantile(score, SHAPE_QUANTILE)), 4),
              "max_z": (np.abs(z).max(0) + STAT_BOUND_MARGIN).round(3).tolist()}

@@ -67,7 +67,8 @@ def classify_file(model: Model, path, gate=None, heatmap_dir=None, heatmaps_writ
         from .heatmap import save_heatmap
 
         try:
-            row["heatmap"] = str(save_heatmap(model, im, features, row, heatmap_dir, path, heatmaps_written))
+            written = save_heatmap(model, im, features, row, heatmap_dir, path, heatmaps_written)  # issue 11: None for NORMAL
+            row["heatmap"] = str(written) if written else None
         except OSError as e:
             row["heatmap"], row["heatmap_error"] = None, f"cannot write heatmap ({e.strerror or e})"
     return row

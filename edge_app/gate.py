@@ -85,6 +85,7 @@ def fine_detail(x: np.ndarray) -> tuple[float, float]:
 def pool_map(features: np.ndarray, grid: int = MAP_GRID) -> np.ndarray:
     """The feature map (h, w, c) averaged over GRID x GRID regions -> (grid * grid * c,)."""
     h, w, c = features.shape
+    grid = max(1, min(grid, h, w))  # a tiny model's map can be smaller than the grid
     f = np.asarray(features, np.float32)[: h - h % grid, : w - w % grid]
     return f.reshape(grid, f.shape[0] // grid, grid, f.shape[1] // grid, c).mean(axis=(1, 3)).ravel()
 
@@ -107,10 +108,10 @@ class Gate:
                 self.shape = {
                     "template_std": np.asarray(shape["template_std"], np.float32),
                     "map_mean": np.asarray(shape["map_mean"], np.float32),
-                    "map_std": np.asarray(shape["map_std"], np.float32),
+                    "map_std": np.maximum(np.asarray(shape["map_std"], np.float32), 1e-6),
                     "mean": np.asarray(shape["mean"], np.float64),
                     "inverse_covariance": np.asarray(shape["inverse_covariance"], np.float64),
-                    "scale": np.asarray(shape["scale"], np.float64),
+                    "scale": np.maximum(np.asarray(shape["scale"], np.float64), 1e-6),
                     "threshold": float(shape["threshold"]),
                     "max_z": np.asarray(shape["max_z"], np.float64),
                 }

@@ -1,9 +1,20 @@
-"""Class activation maps on the device: the int8 model's last feature map and its classifier weights.
+"""Heatmaps a health worker can read: class activation maps drawn over the scan, with the answer on it.
 
 The network ends in global average pooling and one linear layer, so the map
   cam(y, x) = sum_k F[y, x, k] * (w[k, c] - w[k, NORMAL])
 is exactly each place's share of the evidence for class c (the predicted pneumonia type) against
-normal. Positive evidence is drawn in red over the scan; no TensorFlow is needed.
+normal. Only the positive part is drawn: the places that support the answer shown. The classifier
+weights are in the model card (`cam`); no TensorFlow is needed.
+
+`render_heatmap` draws:
+- the scan at its own resolution, its long side capped at MAX_SIDE pixels (the caller passes the
+  decoded scan; `save_heatmap` decodes it again at up to MAX_SIDE so that a large JPEG decoded small
+  for the model still gives a sharp overlay);
+- the evidence in a yellow-to-red scale, transparent where it is weak (below MIN_SHOWN of this scan's
+  strongest), so that the scan stays visible;
+- a band below with the answer (label, p, type and its probability), the advice, and the colour legend.
+By default only PNEUMONIA results get an overlay; a NORMAL result is drawn with the band alone unless
+`normal_evidence=True` (then the evidence for NORMAL against pneumonia is drawn, in blue).
 """
 
 from __future__ import annotations
@@ -11,43 +22,170 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-MAX_SIDE = 768  # pixels of the saved overlay
-ALPHA = 0.45
+MAX_SIDE = 1024  # pixels: the long side of the drawn scan
+MIN_SIDE_DRAWN = 320  # pixels: smaller scans are enlarged so that the text stays legible
+MIN_SHOWN = 0.25  # evidence below this fraction of the scan's strongest is not drawn
+MAX_ALPHA = 0.6  # opacity of the strongest evidence
+PNEUMONIA_COLOURS = ((255, 230, 0), (255, 0, 0))  # weak -> strong
+NORMAL_COLOURS = ((120, 220, 255), (0, 60, 255))
+BAND_BG = (20, 20, 20)
+TEXT = (255, 255, 255)
+LABEL_COLOURS = {"PNEUMONIA": (255, 90, 60), "NORMAL": (110, 220, 110)}
+TYPE_INDEX = {"bacterial": 1, "viral": 2}
 
 
-def cam(model, features: np.ndarray, label: int) -> np.ndarray:
-    """Evidence map (h, w) for class LABEL against normal, scaled to 0..1."""
-    w = np.asarray(model.card["cam"]["kernel"], np.float32)  # (channels, 3)
-    c = label if label in (1, 2) else 1
-    m = features @ (w[:, c] - w[:, 0])
-    m = np.maximum(m, 0)
-    return m / m.max() if m.max() > 0 else m
+def cam(card: dict, features: np.ndarray, label: int) -> np.ndarray:
+    """Evidence map (h, w) for class LABEL (1 bacterial, 2 viral; 0 normal against both) scaled to
+    0..1 by its maximum; zero where the evidence is against LABEL."""
+    w = np.asarray(card["cam"]["kernel"], np.float32)  # (channels, 3)
+    if label in (1, 2):
+        direction = w[:, label] - w[:, 0]
+    else:
+        direction = w[:, 0] - 0.5 * (w[:, 1] + w[:, 2])
+    m = np.maximum(np.asarray(features, np.float32) @ direction, 0)
+    top = float(m.max())
+    return m / top if top > 0 else m
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the small bitmap font
+        return ImageFont.load_default()
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + ([line] if line else [])
+
+
+def _headline(result: dict) -> str:
+    p = result.get("pneumonia_probability")
+    head = f"{result.get('label')}  p={p:.2f}" if p is not None else str(result.get("label"))
+    if result.get("label") == "PNEUMONIA" and result.get("pneumonia_type"):
+        tp = result.get("type_probability")
+        head += f"  ({result['pneumonia_type']}" + (f" {tp:.2f})" if tp is not None else ")")
+    return head
+
+
+def _ramp(colours, t: np.ndarray) -> np.ndarray:
+    a, b = (np.array(c, np.float32) for c in colours)
+    return a + (b - a) * t[..., None]
+
+
+def render_heatmap(card: dict, gray_image: Image.Image, features: np.ndarray, result: dict,
+                   normal_evidence: bool = False) -> Image.Image:
+    """The overlay of one screened scan as an RGB image (see the module's docstring).
+
+    RESULT has label, pneumonia_probability, pneumonia_type, type_probability and advice."""
+    base = gray_image if gray_image.mode == "L" else gray_image.convert("L")
+    w0, h0 = base.size
+    scale = min(1.0, MAX_SIDE / max(w0, h0))
+    if max(w0, h0) * scale < MIN_SIDE_DRAWN:
+        scale = MIN_SIDE_DRAWN / max(w0, h0)
+    size = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))
+    if size != base.size:
+        base = base.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    w, h = size
+    rgb = np.repeat(np.asarray(base, np.float32)[..., None], 3, axis=2)
+
+    label = result.get("label")
+    draw_map = label == "PNEUMONIA" or (label == "NORMAL" and normal_evidence)
+    colours = PNEUMONIA_COLOURS if label == "PNEUMONIA" else NORMAL_COLOURS
+    if draw_map and features is not None:
+        c = TYPE_INDEX.get(result.get("pneumonia_type"), 1) if label == "PNEUMONIA" else 0
+        m = cam(card, features, c)
+        heat = np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC))
+        heat = np.clip(heat, 0, 1)
+        t = np.clip((heat - MIN_SHOWN) / (1 - MIN_SHOWN), 0, 1)
+        a = (MAX_ALPHA * np.where(heat >= MIN_SHOWN, 0.2 + 0.8 * t, 0.0))[..., None]
+        rgb = rgb * (1 - a) + _ramp(colours, t) * a
+
+    # the band: answer, advice, legend
+    fs = max(12, round(w / 40))
+    big, small = _font(round(fs * 1.4)), _font(fs)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin = fs
+    advice = _wrap(probe, str(result.get("advice") or ""), small, w - 2 * margin)
+    if draw_map:
+        what = "evidence for pneumonia" if label == "PNEUMONIA" else "evidence for normal"
+        legend = f"colour: where the model found {what} (relative, this scan). A screening aid, not a diagnosis."
+    else:
+        legend = "No evidence map is drawn for a NORMAL result. A screening aid, not a diagnosis."
+    legend_lines = _wrap(probe, legend, small, w - 2 * margin - (fs * 12 if draw_map else 0))
+    line_h = round(fs * 1.35)
+    band_h = margin + round(fs * 1.9) + line_h * (len(advice) + len(legend_lines)) + round(fs * 0.6) + margin
+    out = Image.new("RGB", (w, h + band_h), BAND_BG)
+    out.paste(Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)), (0, 0))
+    d = ImageDraw.Draw(out)
+    y = h + margin
+    d.text((margin, y), _headline(result), font=big, fill=LABEL_COLOURS.get(label, TEXT))
+    y += round(fs * 1.9)
+    for line in advice:
+        d.text((margin, y), line, font=small, fill=TEXT)
+        y += line_h
+    y += round(fs * 0.6)
+    for line in legend_lines:
+        d.text((margin, y), line, font=small, fill=(200, 200, 200))
+        y += line_h
+    if draw_map:  # the colour bar, right of the legend: weak -> strong
+        bw, bh = fs * 6, max(6, fs // 2)
+        x0 = w - margin - bw - d.textlength("strong", font=small) - fs // 2
+        y0 = y - line_h * len(legend_lines) + (line_h - bh) // 2
+        ramp = _ramp(colours, np.linspace(0, 1, bw, dtype=np.float32))
+        bar = Image.fromarray(np.repeat(ramp[None], bh, axis=0).astype(np.uint8))
+        lw = d.textlength("weak ", font=small)
+        d.text((x0 - lw, y0 - (line_h - bh) // 2), "weak", font=small, fill=(200, 200, 200))
+        out.paste(bar, (int(x0), int(y0)))
+        d.text((x0 + bw + fs // 3, y0 - (line_h - bh) // 2), "strong", font=small, fill=(200, 200, 200))
+    return out
+
+
+def wants_overlay(row: dict, normal_evidence: bool = False) -> bool:
+    """Whether a result gets an overlay file by default: PNEUMONIA results (NORMAL when asked)."""
+    return row.get("status", "ok") == "ok" and (row.get("label") == "PNEUMONIA" or
+                                                 (normal_evidence and row.get("label") == "NORMAL"))
+
+
+def overlay_source(im: Image.Image, src_path) -> Image.Image:
+    """The scan to draw on: IM if it is large enough, else SRC_PATH decoded again at up to MAX_SIDE
+    (a large JPEG is decoded at a reduced scale for the model)."""
+    w, h = im.size
+    if max(w, h) >= MAX_SIDE or src_path is None:
+        return im
+    from .preprocess import ImageError, load_image
+
+    try:
+        full = load_image(src_path, MAX_SIDE // 2)
+    except ImageError:
+        return im
+    return full if max(full.size) > max(w, h) else im
 
 
 def save_heatmap(model, im: Image.Image, features: np.ndarray, row: dict, out_dir, src_path,
-                 written: set | None = None) -> Path:
-    """Write the overlay PNG; WRITTEN (the paths this batch wrote) keeps equal file names apart."""
+                 written: set | None = None, normal_evidence: bool = False) -> Path | None:
+    """Write the overlay PNG (None for a result that gets none, see `wants_overlay`); WRITTEN (the
+    paths this batch wrote) keeps equal file names apart."""
+    if not wants_overlay(row, normal_evidence):
+        return None
     written = set() if written is None else written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    label = {"bacterial": 1, "viral": 2}.get(row.get("pneumonia_type"), 1)
-    m = cam(model, features, label)
-    base = im.convert("L")
-    base.thumbnail((MAX_SIDE, MAX_SIDE))
-    heat = Image.fromarray(np.uint8(m * 255)).resize(base.size, Image.Resampling.BICUBIC)
-    h = np.asarray(heat, np.float32) / 255.0
-    g = np.asarray(base, np.float32)
-    rgb = np.stack([g, g, g], -1)
-    red = np.array([255.0, 40.0, 0.0])
-    a = (ALPHA * h)[..., None]
-    rgb = rgb * (1 - a) + red * a
+    image = render_heatmap(model.card, overlay_source(im, src_path), features, row, normal_evidence)
     dest = out / (Path(src_path).stem + ".heatmap.png")
     n = 1
     while dest in written:  # same file name from another folder in this batch
         n += 1
         dest = out / f"{Path(src_path).stem}-{n}.heatmap.png"
     written.add(dest)
-    Image.fromarray(np.uint8(rgb.clip(0, 255))).save(dest)
+    image.save(dest, compress_level=1)
     return dest

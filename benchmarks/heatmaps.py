@@ -1,0 +1,200 @@
+"""Heatmaps: what one overlay costs, and where the evidence map puts its mass.
+
+    python benchmarks/heatmaps.py --scans DIR [--model FILE] [--repeat N]
+    python benchmarks/heatmaps.py --run RUN_DIR --data DATA_DIR [--model FILE] [--masks PNG]
+    python benchmarks/heatmaps.py --example SCAN --out docs/heatmap-example.png [--side 640]
+
+Timing (--scans, e.g. the full-resolution scans): for every scan, the wall time of screening it
+(`classify_file` without heatmap) and of screening it and writing its overlay; prints the median and
+95th percentile of the extra milliseconds per overlay written (PNEUMONIA results only), best of
+--repeat runs per scan.
+
+Where the map lies (--run/--data: the run's validation scans, PNEUMONIA results): a rough lung-field
+mask is made per scan from the prepared (equalised, 128 px) image: smoothed, thresholded dark
+(below LUNG_LEVEL), connected dark regions touching the image border dropped (the air around the
+body), the two largest remaining regions of at least MIN_LUNG_AREA kept. Scans where that finds no
+region use the mask of the mean training layout instead (the gate's template: its dark areas inside
+the central 80 % of the width). The map (positive part, upsampled as drawn) is split into: lung
+fields, the central column between the lungs (mediastinum and heart, rows of the lungs), the image
+border (outer BORDER of each side) and the rest; the fraction of the map's mass in each is compared
+with the fraction of the image area each covers. Needs scikit-image (the `dev` extra).
+
+Example (--example): one overlay, resized so that its long side is --side pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from edge_xray.classify import classify_file
+from edge_xray.gate import Gate
+from edge_xray.heatmap import cam, render_heatmap
+from edge_xray.preprocess import list_images, load_image, prepare
+from edge_xray.runtime import Model
+
+LUNG_LEVEL = 0.35  # equalised grey level (0..1) below which a smoothed pixel counts as dark
+MIN_LUNG_AREA = 0.02  # of the image
+BORDER = 0.08  # of each side
+
+
+def timing(model, gate, scans, repeat: int):
+    extra, screen = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, f in enumerate(scans):
+            t_plain, t_heat, row = [], [], None
+            for r in range(repeat):
+                t0 = time.perf_counter()
+                row = classify_file(model, f, gate)
+                t_plain.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                row = classify_file(model, f, gate, Path(tmp), set())
+                t_heat.append(time.perf_counter() - t0)
+            screen.append(min(t_plain) * 1000)
+            if row.get("heatmap"):
+                extra.append((min(t_heat) - min(t_plain)) * 1000)
+    q = lambda v, p: float(np.quantile(v, p)) if v else float("nan")  # noqa: E731
+    print(f"screening: median {statistics.median(screen):.1f} ms per scan ({len(screen)} scans)")
+    print(f"overlay written: {len(extra)} scans (PNEUMONIA results); extra time per overlay: median {q(extra, 0.5):.1f} ms, "
+          f"p95 {q(extra, 0.95):.1f} ms, max {max(extra) if extra else float('nan'):.1f} ms")
+
+
+def lung_mask(x: np.ndarray, template: np.ndarray | None):
+    """(mask, how) for a prepared image X (size, size) in 0..1; see the module's docstring."""
+    from skimage.measure import label, regionprops
+
+    n = x.shape[0]
+    smooth = np.asarray(Image.fromarray(np.uint8(x * 255)).filter(ImageFilter.BoxBlur(3)), np.float32) / 255
+    lab = label(smooth < LUNG_LEVEL, connectivity=1)
+    regions = [r for r in regionprops(lab) if r.area >= MIN_LUNG_AREA * n * n]
+    inside = []
+    for r in regions:
+        y0, x0, y1, x1 = r.bbox
+        if y0 > 0 and x0 > 0 and y1 < n and x1 < n:
+            inside.append(r)
+    inside = sorted(inside, key=lambda r: -r.area)[:2]
+    if inside:
+        return np.isin(lab, [r.label for r in inside]), "scan"
+    t = np.asarray(Image.fromarray(template.reshape(16, 16).astype(np.float32), mode="F").resize((n, n), Image.Resampling.BICUBIC))
+    m = t < np.quantile(t, 0.3)
+    m[:, : n // 10] = m[:, n - n // 10:] = False
+    return m, "template"
+
+
+def regions_of(mask: np.ndarray):
+    n = mask.shape[0]
+    border = np.zeros_like(mask)
+    b = max(1, int(round(BORDER * n)))
+    border[:b] = border[-b:] = True
+    border[:, :b] = border[:, -b:] = True
+    centre = np.zeros_like(mask)
+    rows = np.flatnonzero(mask.any(1))
+    cols_l = np.flatnonzero(mask[:, : n // 2].any(0))
+    cols_r = np.flatnonzero(mask[:, n // 2:].any(0)) + n // 2
+    if len(rows) and len(cols_l) and len(cols_r):
+        # between the inner edges of the two lungs, over the rows of the lungs
+        inner_l = int(np.median([np.flatnonzero(mask[r, : n // 2]).max() for r in rows if mask[r, : n // 2].any()]))
+        inner_r = int(np.median([np.flatnonzero(mask[r, n // 2:]).min() + n // 2 for r in rows if mask[r, n // 2:].any()]))
+        if inner_r > inner_l:
+            centre[rows.min(): rows.max() + 1, inner_l + 1: inner_r] = True
+    else:
+        centre[n // 5: 4 * n // 5, 2 * n // 5: 3 * n // 5] = True
+    lung = mask & ~border
+    centre &= ~lung & ~border
+    rest = ~(lung | centre | border)
+    return {"lung fields": lung, "centre (mediastinum, heart)": centre, "border": border & ~lung, "rest": rest}
+
+
+def where(model, run, data, masks_png=None):
+    gate = Gate.from_card(model.card)
+    split = json.loads((Path(run) / "split.json").read_text())
+    mass = {}
+    area = {}
+    hows = []
+    peaks = {}
+    examples = []
+    for f in split["val_files"]:
+        x = prepare(load_image(Path(data) / f, model.size), model.size)
+        row = classify_file(model, Path(data) / f, gate)
+        if row["label"] != "PNEUMONIA":
+            continue
+        _, feats = model.run(x, features=True)
+        c = {"bacterial": 1, "viral": 2}[row["pneumonia_type"]]
+        m = cam(model.card, feats, c)
+        heat = np.clip(np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(x.shape[::-1], Image.Resampling.BICUBIC)), 0, None)
+        mask, how = lung_mask(x, gate.template)
+        hows.append(how)
+        total = heat.sum()
+        peak = np.unravel_index(np.argmax(heat), heat.shape)
+        for name, reg in regions_of(mask).items():
+            mass.setdefault(name, []).append(heat[reg].sum() / total if total > 0 else 0.0)
+            area.setdefault(name, []).append(reg.mean())
+            peaks[name] = peaks.get(name, 0) + bool(reg[peak])
+        if len(examples) < 12:
+            examples.append((x, mask, heat))
+    n = len(hows)
+    print(f"validation scans screened PNEUMONIA: {n}; lung mask from the scan for {hows.count('scan')}, "
+          f"from the mean layout for {hows.count('template')}")
+    print(f"{'region':30s} {'map mass':>9s} {'area':>7s} {'peak here':>10s}")
+    for name in mass:
+        print(f"{name:30s} {np.mean(mass[name]):9.3f} {np.mean(area[name]):7.3f} {peaks[name] / n:10.3f}")
+    lung = np.array(mass["lung fields"])
+    print(f"scans with at least half the map's mass in the lung fields: {np.mean(lung >= 0.5):.3f}")
+    if masks_png:  # a contact sheet: scan, mask outline in green, map in red
+        tiles = []
+        for x, mask, heat in examples:
+            g = np.uint8(x * 255)
+            rgb = np.stack([g, g, g], -1).astype(np.float32)
+            rgb[..., 1] = np.where(mask, 0.6 * rgb[..., 1] + 100, rgb[..., 1])
+            rgb[..., 0] = rgb[..., 0] * (1 - 0.5 * heat / max(heat.max(), 1e-9)) + 255 * 0.5 * heat / max(heat.max(), 1e-9)
+            tiles.append(np.clip(rgb, 0, 255).astype(np.uint8))
+        sheet = np.concatenate([np.concatenate(tiles[i: i + 4], 1) for i in range(0, len(tiles) - len(tiles) % 4, 4)], 0)
+        Image.fromarray(sheet).save(masks_png)
+
+
+def example(model, scan, out, side):
+    gate = Gate.from_card(model.card)
+    row = classify_file(model, scan, gate)
+    if row["status"] != "ok":
+        raise SystemExit(f"{scan}: {row['error']}")
+    x = prepare(load_image(scan, model.size), model.size)
+    _, feats = model.run(x, features=True)
+    im = render_heatmap(model.card, load_image(scan), feats, row)
+    im.thumbnail((side, side), Image.Resampling.LANCZOS)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    im.save(out, optimize=True)
+    print(f"{out}: {im.size[0]}x{im.size[1]}, {Path(out).stat().st_size // 1024} KB, {row['label']} p={row['pneumonia_probability']}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--scans", default=None, help="a folder of scans to time the overlay on")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--run", default=None)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--masks", default=None, help="write a contact sheet of lung masks and maps here")
+    ap.add_argument("--example", default=None, help="a scan to draw one example overlay from")
+    ap.add_argument("--out", default="heatmap-example.png")
+    ap.add_argument("--side", type=int, default=640)
+    args = ap.parse_args()
+    model = Model(args.model, threads=1)
+    if args.scans:
+        timing(model, Gate.from_card(model.card), list_images([args.scans]), args.repeat)
+    if args.run and args.data:
+        where(model, args.run, args.data, args.masks)
+    if args.example:
+        example(model, args.example, args.out, args.side)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
