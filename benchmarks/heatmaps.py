@@ -11,11 +11,11 @@ maximum of the extra milliseconds per overlay written (PNEUMONIA results only), 
 CPU time of the process (the CPU time is the figure to trust on a machine shared with other work).
 
 Where the map lies (--run/--data: the run's validation scans, PNEUMONIA results): a rough lung-field
-mask is made per scan from the prepared (equalised, 128 px) image: smoothed, thresholded dark
-(below LUNG_LEVEL), connected dark regions touching the image border dropped (the air around the
-body), the two largest remaining regions of at least MIN_LUNG_AREA kept. Scans where that finds no
-region use the mask of the mean training layout instead (the gate's template: its dark areas inside
-the central 80 % of the width). The map (positive part, upsampled as drawn) is split into: lung
+mask is made per scan from the prepared (equalised, 128 px) image: smoothed, the darkest
+LUNG_QUANTILE of a central box (BOX: the image without its top, bottom and side margins), and on
+each side of the midline the largest connected dark region of at least MIN_LUNG_AREA. Scans where
+that does not find one region on each side use the same rule on the mean training layout (the
+gate's template) instead. The map (positive part, upsampled as drawn) is split into: lung
 fields, the central column between the lungs (mediastinum and heart, rows of the lungs), the image
 border (outer BORDER of each side) and the rest; the fraction of the map's mass in each is compared
 with the fraction of the image area each covers. Needs scikit-image (the `dev` extra).
@@ -42,8 +42,9 @@ from edge_xray.heatmap import cam, render_heatmap
 from edge_xray.preprocess import list_images, load_image, prepare
 from edge_xray.runtime import Model
 
-LUNG_LEVEL = 0.35  # equalised grey level (0..1) below which a smoothed pixel counts as dark
-MIN_LUNG_AREA = 0.02  # of the image
+BOX = (0.10, 0.85, 0.08, 0.92)  # rows and columns (fractions) where the lungs are looked for
+LUNG_QUANTILE = 0.40  # the darkest 40 % of the smoothed box are candidate lung
+MIN_LUNG_AREA = 0.03  # of the image, per lung
 BORDER = 0.08  # of each side
 
 
@@ -76,21 +77,23 @@ def lung_mask(x: np.ndarray, template: np.ndarray | None):
     from skimage.measure import label, regionprops
 
     n = x.shape[0]
-    smooth = np.asarray(Image.fromarray(np.uint8(x * 255)).filter(ImageFilter.BoxBlur(3)), np.float32) / 255
-    lab = label(smooth < LUNG_LEVEL, connectivity=1)
-    regions = [r for r in regionprops(lab) if r.area >= MIN_LUNG_AREA * n * n]
-    inside = []
-    for r in regions:
-        y0, x0, y1, x1 = r.bbox
-        if y0 > 0 and x0 > 0 and y1 < n and x1 < n:
-            inside.append(r)
-    inside = sorted(inside, key=lambda r: -r.area)[:2]
-    if inside:
-        return np.isin(lab, [r.label for r in inside]), "scan"
+    smooth = np.asarray(Image.fromarray(np.uint8(x * 255)).filter(ImageFilter.BoxBlur(n // 32)), np.float32) / 255
+    box = np.zeros((n, n), bool)
+    box[int(BOX[0] * n): int(BOX[1] * n), int(BOX[2] * n): int(BOX[3] * n)] = True
+    dark = box & (smooth < np.quantile(smooth[box], LUNG_QUANTILE))
+    lab = label(dark, connectivity=1)
+    keep = []
+    for half in (slice(0, n // 2), slice(n // 2, n)):  # the largest dark region on each side
+        side = np.zeros_like(dark)
+        side[:, half] = True
+        regions = [r for r in regionprops(lab) if side[int(r.centroid[0]), int(r.centroid[1])]
+                   and r.area >= MIN_LUNG_AREA * n * n]
+        if regions:
+            keep.append(max(regions, key=lambda r: r.area).label)
+    if len(keep) == 2:
+        return np.isin(lab, keep), "scan"
     t = np.asarray(Image.fromarray(template.reshape(16, 16).astype(np.float32), mode="F").resize((n, n), Image.Resampling.BICUBIC))
-    m = t < np.quantile(t, 0.3)
-    m[:, : n // 10] = m[:, n - n // 10:] = False
-    return m, "template"
+    return box & (t < np.quantile(t[box], LUNG_QUANTILE)), "template"
 
 
 def regions_of(mask: np.ndarray):
