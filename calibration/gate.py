@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_xray.gate import MIN_STD_LAYOUT, Gate, correlation, layout, pool_map
+from edge_xray.gate import MIN_STD_LAYOUT, STAT_NAMES, Gate, correlation, layout, pool_map
 from edge_xray.preprocess import ImageError, load_and_prepare
 from edge_xray.train.data import scan_folder
 
@@ -42,7 +42,8 @@ STAT_BOUND_MARGIN = 3.0  # standard deviations beyond the most extreme training 
 VARIANCE_FLOOR = 1e-4  # relative to the mean variance per feature
 MIN_VARIANCE = 1e-8
 COVARIANCE_RIDGE = 1e-4  # added to the statistics' correlation matrix before it is inverted
-MIN_SCALE = 1e-4  # floor of a statistic's standard deviation (and of the feature-map spread)
+MIN_SCALE = 1e-4  # floor of the feature-map spread per channel and region
+MIN_STAT_SCALE = 1e-3  # floor of a statistic's standard deviation (they are logs, ratios, correlations)
 
 
 def features_of(model, paths):
@@ -96,30 +97,33 @@ def fit_from_features(train_x, train_f, val_x, val_f) -> dict:
     params["template"] = template.round(2).tolist()
     params["template_min_correlation"] = round(float(cors.min()) - TEMPLATE_MARGIN, 3)
 
-    # the shape score
-    g = Gate(params)
+    # the shape score: the moments it needs are stored first (rounded as in the card), and the
+    # training statistics computed from the stored values, so that fit and check agree exactly
     template_std = np.maximum(lay.std(0), MIN_STD_LAYOUT)
     pm = np.stack([pool_map(m) for m in train_f]).astype(np.float64)
-    map_mean = pm.mean(0)
     map_std = np.maximum(pm.std(0), max(MIN_SCALE, np.sqrt(VARIANCE_FLOOR) * float(pm.std(0).mean())))
-    st = np.stack([g.statistics(x, m, template_std, map_mean, map_std) for x, m in zip(train_x, train_f)])
-    s_mean = st.mean(0)
-    s_scale = np.maximum(st.std(0), MIN_SCALE)
+    shape = {"template_std": template_std.round(2).tolist(), "map_mean": pm.mean(0).round(5).tolist(),
+             "map_std": map_std.round(6).tolist(), "mean": [0.0] * len(STAT_NAMES), "scale": [1.0] * len(STAT_NAMES),
+             "inverse_covariance": np.eye(len(STAT_NAMES)).tolist(), "threshold": 0.0,
+             "max_z": [1.0] * len(STAT_NAMES)}
+    g = Gate(dict(params, shape=shape))
+    st = np.stack([g.statistics(x, m) for x, m in zip(train_x, train_f)])
+    s_mean = st.mean(0).round(5)
+    s_scale = np.maximum(st.std(0), MIN_STAT_SCALE).round(6)
     z = (st - s_mean) / s_scale
     # statistics that do not vary on the training scans (a degenerate model) stay out of the joint
     # score; their per-statistic bound still holds them near the training value
-    varies = st.std(0) > MIN_SCALE
+    varies = st.std(0) > MIN_STAT_SCALE
     inv = np.zeros((z.shape[1], z.shape[1]))
     if varies.any():
         zv = z[:, varies]
         cov = np.atleast_2d(np.cov(zv.T)) + COVARIANCE_RIDGE * np.eye(zv.shape[1])
         inv[np.ix_(varies, varies)] = np.linalg.pinv(cov)
+    inv = inv.round(5)
     score = np.einsum("ij,jk,ik->i", z, inv, z) / z.shape[1]
-    shape = {"template_std": template_std.round(2).tolist(), "map_mean": map_mean.round(5).tolist(),
-             "map_std": map_std.round(6).tolist(), "mean": s_mean.round(5).tolist(),
-             "scale": s_scale.round(6).tolist(), "inverse_covariance": inv.round(5).tolist(),
-             "threshold": round(SHAPE_MARGIN * float(np.quantile(score, SHAPE_QUANTILE)), 4),
-             "max_z": (np.abs(z).max(0) + STAT_BOUND_MARGIN).round(3).tolist()}
+    shape.update({"mean": s_mean.tolist(), "scale": s_scale.tolist(), "inverse_covariance": inv.tolist(),
+                  "threshold": round(SHAPE_MARGIN * float(np.quantile(score, SHAPE_QUANTILE)), 4),
+                  "max_z": (np.abs(z).max(0) + STAT_BOUND_MARGIN).round(3).tolist()})
     for key, value in shape.items():
         _finite(value, f"shape.{key}")
     params["shape"] = shape

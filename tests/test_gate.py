@@ -165,3 +165,17 @@ def test_a_gate_fitted_here_refuses_the_development_negatives_and_keeps_real_sca
         if not (gate.check_image(im, 0.0) or gate.check_features(x, f)):
             escaped.append(name)
     assert not escaped, f"accepted: {escaped}"
+
+
+def test_fit_on_constant_quantised_features_keeps_scans_of_the_same_kind():
+    """A tiny int8 model whose feature map is the same int8 level everywhere on every scan: the fit
+    must not turn the rounding of the stored numbers into refusals of scans like those it was
+    fitted on (a first version refused 100 % of them)."""
+    from edge_xray.calibration.gate import fit_from_features
+
+    level = np.full((2, 2, 16), 0.0234375, np.float32)  # 6 / 256: not a round decimal
+    tx, vx, ox = _chest_set(30, 1), _chest_set(10, 2), _chest_set(20, 4)
+    gate = Gate(json.loads(json.dumps(fit_from_features(tx, [level] * 30, vx, [level] * 10))))
+    assert all(gate.check_features(x, level) is None for x in tx)
+    refused = [gate.check_features(x, level) for x in ox]  # new scans: only sampling noise of a 30-scan fit
+    assert sum(r is not None for r in refused) <= 5, refused
