@@ -13,7 +13,7 @@ the joint score is their Mahalanobis distance per statistic, refused above SHAPE
 SHAPE_QUANTILE quantile on the training images; each statistic alone is refused beyond
 STAT_BOUND_MARGIN standard deviations past the most extreme training image. These margins were
 chosen on real scans (validation, full-resolution, shift proxy) and the development part of the
-non-X-ray set in calibration/negatives.py, never on its held-out part.
+non-X-ray set in calibration/negatives.py (the held-out part only once: see benchmarks/ood.py).
 
 Every number written is finite: variances are floored (VARIANCE_FLOOR, relative to the features'
 total variance, and an absolute MIN_VARIANCE), so a degenerate model (all features zero) gives a gate
