@@ -4,10 +4,20 @@ Pooled features of the model itself (its `features` output averaged over space) 
 training images of the run; the top principal components, their variances and the residual
 variance define a Mahalanobis-style distance. The refusal threshold is DISTANCE_MARGIN times the
 REFUSAL_QUANTILE quantile of the distances on the run's patient-level validation images. The margin
-is there for real scans from other machines, whose features drift: with the plain 99.5th percentile,
-1.9 % of the validation scans with their acquisition swapped (`train.augment.shift_proxy`) were
-refused. The layout threshold sits TEMPLATE_MARGIN below the lowest correlation of any real scan
-seen in the fit.
+is there for real scans from other machines, whose features drift (validation scans with their
+acquisition swapped, `train.augment.shift_proxy`, are the proxy for them). The layout threshold sits
+TEMPLATE_MARGIN below the lowest correlation of any real scan seen in the fit.
+
+The shape score (edge_xray.gate.STATS): its statistics are standardised on the same training images;
+the joint score is their Mahalanobis distance per statistic, refused above SHAPE_MARGIN times its
+SHAPE_QUANTILE quantile on the training images; each statistic alone is refused beyond
+STAT_BOUND_MARGIN standard deviations past the most extreme training image. These margins were
+chosen on real scans (validation, full-resolution, shift proxy) and the development part of the
+non-X-ray set in calibration/negatives.py (the held-out part only once: see benchmarks/ood.py).
+
+Every number written is finite: variances are floored (VARIANCE_FLOOR, relative to the features'
+total variance, and an absolute MIN_VARIANCE), so a degenerate model (all features zero) gives a gate
+that still refuses, not a NaN threshold that silently turns a check off.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_xray.gate import Gate, correlation, layout
+from edge_xray.gate import MIN_STD_LAYOUT, STAT_NAMES, Gate, correlation, layout, pool_map
 from edge_xray.preprocess import ImageError, load_and_prepare
 from edge_xray.train.data import scan_folder
 from edge_xray.train.rundir import RunDir, file_key
@@ -24,22 +34,112 @@ from edge_xray.train.rundir import RunDir, file_key
 COMPONENTS = 16
 FIT_IMAGES = 1500
 REFUSAL_QUANTILE = 0.995
-DISTANCE_MARGIN = 1.5  # the distance threshold is this many times the REFUSAL_QUANTILE of real scans
+DISTANCE_MARGIN = 2.0  # the distance threshold is this many times the REFUSAL_QUANTILE of real scans
 TEMPLATE_MARGIN = 0.06  # the layout threshold sits this far below the lowest real scan seen
+SHAPE_QUANTILE = 0.999
+SHAPE_MARGIN = 1.5  # the shape-score threshold is this many times its SHAPE_QUANTILE on training scans
+STAT_BOUND_MARGIN = 3.0  # standard deviations beyond the most extreme training scan, per statistic
+VARIANCE_FLOOR = 1e-4  # relative to the mean variance per feature
+MIN_VARIANCE = 1e-8
+COVARIANCE_RIDGE = 1e-4  # added to the statistics' correlation matrix before it is inverted
+MIN_SCALE = 1e-4  # floor of the feature-map spread per channel and region
+MIN_STAT_SCALE = 1e-3  # floor of a statistic's standard deviation (they are logs, ratios, correlations)
 
 
-def pooled_features(model, paths):
-    """Pooled features and layouts of the readable PATHS, through MODEL (an edge_xray.runtime.Model)."""
-    out, layouts = [], []
+def features_of(model, paths):
+    """(prepared images, feature maps) of the readable PATHS through MODEL (an edge_xray.runtime.Model)."""
+    xs, fs = [], []
     for p in paths:
         try:
             x = load_and_prepare(p, model.size)
         except ImageError:
             continue
         _, f = model.run(x, features=True)
-        out.append(f.mean(axis=(0, 1)))
-        layouts.append(layout(x))
-    return np.stack(out), np.stack(layouts)
+        xs.append(x)
+        fs.append(np.asarray(f, np.float32))
+    return xs, fs
+
+
+def pooled_features(model, paths):
+    """Pooled features and layouts of the readable PATHS (kept for callers of the first gate fit)."""
+    xs, fs = features_of(model, paths)
+    return np.stack([f.mean(axis=(0, 1)) for f in fs]), np.stack([layout(x) for x in xs])
+
+
+def _finite(v, name: str):
+    a = np.asarray(v, np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"gate fit: {name} is not finite")
+    return v
+
+
+def fit_from_features(train_x, train_f, val_x, val_f) -> dict:
+    """Gate parameters from prepared images and feature maps of training and validation scans."""
+    f = np.stack([m.mean(axis=(0, 1)) for m in train_f]).astype(np.float64)
+    lay = np.stack([layout(x) for x in train_x]).astype(np.float64)
+    template = lay.mean(0)
+    mean = f.mean(0)
+    _, s, vt = np.linalg.svd(f - mean, full_matrices=False)
+    k = max(1, min(COMPONENTS, len(s) - 1))
+    var = s**2 / max(1, len(f) - 1)
+    floor = max(MIN_VARIANCE, VARIANCE_FLOOR * float(var.sum()) / f.shape[1])
+    resid = float(var[k:].sum() / max(1, f.shape[1] - k))
+    params = {"method": "Mahalanobis in the top principal components of pooled features, plus residual; "
+                        "layout correlation; shape score of image and feature-map statistics",
+              "mean": mean.round(5).tolist(), "components": vt[:k].round(5).tolist(),
+              "variances": np.maximum(var[:k], floor).round(8).tolist(),
+              "residual_variance": max(resid, floor), "threshold": 0.0}
+    g = Gate(params)
+    dv = np.array([g.distance(m.mean(axis=(0, 1))) for m in val_f])
+    params["threshold"] = round(DISTANCE_MARGIN * float(np.quantile(dv, REFUSAL_QUANTILE)), 4)
+    lv = [layout(x) for x in val_x]
+    cors = np.array([correlation(v, template) for v in list(lay) + lv])
+    params["template"] = template.round(2).tolist()
+    params["template_min_correlation"] = round(float(cors.min()) - TEMPLATE_MARGIN, 3)
+
+    # the shape score: the moments it needs are stored first (rounded as in the card), and the
+    # training statistics computed from the stored values, so that fit and check agree exactly
+    template_std = np.maximum(lay.std(0), MIN_STD_LAYOUT)
+    pm = np.stack([pool_map(m) for m in train_f]).astype(np.float64)
+    map_std = np.maximum(pm.std(0), max(MIN_SCALE, np.sqrt(VARIANCE_FLOOR) * float(pm.std(0).mean())))
+    shape = {"template_std": template_std.round(2).tolist(), "map_mean": pm.mean(0).round(5).tolist(),
+             "map_std": map_std.round(6).tolist(), "mean": [0.0] * len(STAT_NAMES), "scale": [1.0] * len(STAT_NAMES),
+             "inverse_covariance": np.eye(len(STAT_NAMES)).tolist(), "threshold": 0.0,
+             "max_z": [1.0] * len(STAT_NAMES)}
+    g = Gate(dict(params, shape=shape))
+    st = np.stack([g.statistics(x, m) for x, m in zip(train_x, train_f)])
+    s_mean = st.mean(0).round(5)
+    s_scale = np.maximum(st.std(0), MIN_STAT_SCALE).round(6)
+    z = (st - s_mean) / s_scale
+    # statistics that do not vary on the training scans (a degenerate model) stay out of the joint
+    # score; their per-statistic bound still holds them near the training value
+    varies = st.std(0) > MIN_STAT_SCALE
+    inv = np.zeros((z.shape[1], z.shape[1]))
+    if varies.any():
+        zv = z[:, varies]
+        cov = np.atleast_2d(np.cov(zv.T)) + COVARIANCE_RIDGE * np.eye(zv.shape[1])
+        inv[np.ix_(varies, varies)] = np.linalg.pinv(cov)
+    inv = inv.round(5)
+    score = np.einsum("ij,jk,ik->i", z, inv, z) / z.shape[1]
+    shape.update({"mean": s_mean.tolist(), "scale": s_scale.tolist(), "inverse_covariance": inv.tolist(),
+                  "threshold": round(SHAPE_MARGIN * float(np.quantile(score, SHAPE_QUANTILE)), 4),
+                  "max_z": (np.abs(z).max(0) + STAT_BOUND_MARGIN).round(3).tolist()})
+    for key, value in shape.items():
+        _finite(value, f"shape.{key}")
+    params["shape"] = shape
+    for key in ("mean", "components", "variances", "residual_variance", "threshold", "template",
+                "template_min_correlation"):
+        _finite(params[key], key)
+
+    g = Gate(params)
+    refused = [g.check_features(x, m) is not None for x, m in zip(val_x, val_f)]
+    params["fit"] = {"train_images": len(f), "val_images": len(dv), "refusal_quantile": REFUSAL_QUANTILE,
+                     "distance_margin": DISTANCE_MARGIN, "template_margin": TEMPLATE_MARGIN,
+                     "shape_quantile": SHAPE_QUANTILE, "shape_margin": SHAPE_MARGIN,
+                     "stat_bound_margin": STAT_BOUND_MARGIN,
+                     "lowest_real_correlation": round(float(cors.min()), 3),
+                     "val_false_refusal_rate": round(float(np.mean(refused)), 4)}
+    return params
 
 
 def fit_gate(model, run: Path, data_dir, seed: int = 0) -> dict:
@@ -50,26 +150,6 @@ def fit_gate(model, run: Path, data_dir, seed: int = 0) -> dict:
     train = [i.path for i in items if file_key(i.path) not in val_names]
     rng = np.random.default_rng(seed)
     train = [train[i] for i in sorted(rng.choice(len(train), min(FIT_IMAGES, len(train)), replace=False))]
-    f, lay = pooled_features(model, train)
-    template = lay.mean(0)
-    mean = f.mean(0)
-    _, s, vt = np.linalg.svd(f - mean, full_matrices=False)
-    k = min(COMPONENTS, len(s) - 1)
-    var = s**2 / (len(f) - 1)
-    resid = float(var[k:].sum() / max(1, f.shape[1] - k))
-    params = {"method": "Mahalanobis in the top principal components of pooled features, plus residual",
-              "mean": mean.round(5).tolist(), "components": vt[:k].round(5).tolist(),
-              "variances": var[:k].round(6).tolist(), "residual_variance": max(resid, 1e-8), "threshold": 0.0}
-    g = Gate(params)
-    fv, lv = pooled_features(model, val)
-    dv = np.array([g.distance(x) for x in fv])
-    params["threshold"] = round(DISTANCE_MARGIN * float(np.quantile(dv, REFUSAL_QUANTILE)), 4)
-    cors = np.array([correlation(v, template) for v in np.concatenate([lay, lv])])
-    params["template"] = template.round(2).tolist()
-    params["template_min_correlation"] = round(float(cors.min()) - TEMPLATE_MARGIN, 3)
-    refused = (dv > params["threshold"]) | (cors[len(lay):] < params["template_min_correlation"])
-    params["fit"] = {"train_images": len(f), "val_images": len(dv), "refusal_quantile": REFUSAL_QUANTILE,
-                     "distance_margin": DISTANCE_MARGIN,
-                     "template_margin": TEMPLATE_MARGIN, "lowest_real_correlation": round(float(cors.min()), 3),
-                     "val_false_refusal_rate": round(float(refused.mean()), 4)}
-    return params
+    tx, tf = features_of(model, train)
+    vx, vf = features_of(model, val)
+    return fit_from_features(tx, tf, vx, vf)

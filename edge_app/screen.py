@@ -143,8 +143,9 @@ class Screener:
             from .heatmap import save_heatmap
 
             try:
-                dest = save_heatmap(self.card, image, features, result.to_dict(), decision.cls, heatmap_dir,
-                                    Path(str(path)).stem, self._heatmap_names)
+                dest = save_heatmap(self.card, image, features, result.to_dict(), heatmap_dir, Path(str(path)).stem,
+                                    self._heatmap_names, src_path=None if path == IMAGE_SOURCE else path,
+                                    degrees=degrees)
                 result = dataclasses.replace(result, heatmap=None if dest is None else str(dest))
             except OSError as e:
                 result = dataclasses.replace(result, heatmap_error=f"cannot write heatmap ({e.strerror or e})")

@@ -262,16 +262,22 @@ def test_audit_log_appends_hashes_only(tiny_models, tmp_path, good_scans):
     assert {"time", "model_sha256", "model_version", "threshold"} <= set(lines[0])
 
 
-def test_heatmap_png_per_scan(tiny_models, tmp_path, good_scans):
+def test_heatmap_overlay_per_pneumonia_result(tiny_models, tmp_path, good_scans):
+    """Overlays (NAME.heatmap.jpg) are written for PNEUMONIA results only; equal names are kept apart."""
     r = run("classify", *good_scans, "--model", tiny_models["int8"], "--heatmap", tmp_path / "maps", "--json")
     assert r.exit_code == 0, r.output
-    maps = sorted((tmp_path / "maps").glob("*.png"))
-    assert [m.name for m in maps] == ["good0.heatmap.png", "good1.heatmap.png"]
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    for row, scan in zip(rows, good_scans):
+        if row["label"] == "PNEUMONIA":
+            assert row["heatmap"] == str(tmp_path / "maps" / f"{scan.stem}.heatmap.jpg")
+            im = Image.open(row["heatmap"])
+            assert im.mode == "RGB" and min(im.size) > 64
+        else:
+            assert row["heatmap"] is None
     (tmp_path / "other").mkdir()
     shutil.copy(good_scans[0], tmp_path / "other" / good_scans[0].name)
     r = run("classify", good_scans[0], tmp_path / "other" / good_scans[0].name, "--model", tiny_models["int8"],
             "--heatmap", tmp_path / "maps2", "--json")
     assert r.exit_code == 0
-    assert sorted(m.name for m in (tmp_path / "maps2").glob("*.png")) == ["good0-2.heatmap.png", "good0.heatmap.png"]
-    im = Image.open(maps[0])
-    assert im.mode == "RGB" and min(im.size) > 64
+    if json.loads(r.stdout.splitlines()[0])["label"] == "PNEUMONIA":
+        assert sorted(m.name for m in (tmp_path / "maps2").glob("*.jpg")) == ["good0-2.heatmap.jpg", "good0.heatmap.jpg"]

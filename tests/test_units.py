@@ -89,9 +89,9 @@ def test_gate_distance_hand_computed():
 def test_gate_cheap_checks_need_no_model():
     g = Gate(None)
     assert g.check_image(Image.new("L", (300, 300), 128)) == "blank or nearly uniform image"
-    assert g.check_image(Image.new("L", (900, 200), 0)).startswith("aspect ratio 4.5")
+    assert g.check_image(Image.new("L", (900, 200), 0)).startswith("too long and narrow for a chest X-ray (aspect ratio 4.5")
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8))
-    assert g.check_image(noise, chroma=40.0) == "colour image: not a radiograph"
+    assert g.check_image(noise, chroma=40.0) == "colour image: not a radiograph (X-rays are grey)"
     assert g.check_image(noise, chroma=0.0) is None
 
 
