@@ -26,12 +26,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .dicom import LARGE_PIXELS, REDUCED_SIDE
 from .levels import colourfulness, gray8_from_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 MIN_SIDE = 64  # pixels: anything smaller cannot be a radiograph we can read
-MAX_FILE_BYTES = 256 * 1024 * 1024
+# A file is held in memory once (decoded from, and hashed for the audit log): 192 MB takes a 16-bit
+# image up to the pixel limit (179 MB) and keeps a 1 GB device within its memory bound (hardening).
+MAX_FILE_BYTES = 192 * 1024 * 1024
 # Pillow's decompression-bomb limit is kept as it is (about 89 M pixels); larger images are refused.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -43,6 +46,7 @@ class Scan:
     image: Image.Image
     chroma: float = 0.0  # colourfulness of the input as decoded (0 for a grey image)
     sha256: str | None = None  # of the file's bytes, as read once for decoding
+    note: str | None = None  # what the reader should know, e.g. "first of 3 pages screened"
 
 
 def is_dicom(name, head: bytes) -> bool:
@@ -92,10 +96,10 @@ def load_scan(path, size: int | None = None) -> Scan:
     if is_dicom(path, data[:132]):
         from .dicom import read_dicom  # pydicom is imported only for DICOM input
 
-        im, chroma = read_dicom(io.BytesIO(data), MAX_PIXELS)
-        return Scan(_check_size(im), chroma, digest)
+        im, chroma, note = read_dicom(data, MAX_PIXELS)  # the bytes themselves: pixel data viewed in place
+        return Scan(_check_size(im), chroma, digest, note)
     scan = decode_bytes(data, size)
-    return Scan(scan.image, scan.chroma, digest)
+    return Scan(scan.image, scan.chroma, digest, scan.note)
 
 
 def load_image(path, size: int | None = None) -> Image.Image:
@@ -113,9 +117,18 @@ def decode_bytes(data: bytes, size: int | None = None) -> Scan:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise ImageError(f"image too large (over {MAX_PIXELS} pixels)")
+            note = _frames_note(im)
             if im.format == "JPEG" and size:
                 im.draft(im.mode, (2 * size, 2 * size))
-            return scan_from_image(im)
+            elif im.format == "JPEG" and w * h > LARGE_PIXELS:
+                im.draft(im.mode, (REDUCED_SIDE, REDUCED_SIDE))
+            if im.size[0] * im.size[1] > LARGE_PIXELS:  # decoded in strips, memory bounded (hardening)
+                from .largeimage import decode_large
+
+                gray, chroma = decode_large(im, data)
+                return Scan(_check_size(gray), chroma, note=note)
+            scan = scan_from_image(im)
+            return Scan(scan.image, scan.chroma, note=note)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -125,6 +138,17 @@ def decode_bytes(data: bytes, size: int | None = None) -> Scan:
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, MemoryError, IndexError, KeyError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"corrupt or truncated image ({msg})") from None
+
+
+def _frames_note(im: Image.Image) -> str | None:
+    """'first of 3 pages screened' for a multi-page TIFF (frames for other formats), else None."""
+    try:
+        n = int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken page index: screen the first page without a note
+        return None
+    if n <= 1:
+        return None
+    return f"first of {n} {'pages' if im.format == 'TIFF' else 'frames'} screened"
 
 
 def scan_from_image(im: Image.Image) -> Scan:
