@@ -50,7 +50,7 @@ def _last_line(fd) -> bytes | None:
 
 
 class AuditLog:
-    def __init__(self, path, model, model_verified: bool | None = None):
+    def __init__(self, path, model):
         self.path = path
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -75,10 +75,8 @@ class AuditLog:
                 entry["prev_sha256"] = GENESIS if last is None else line_sha256(last)
                 data = (b"\n" if partial else b"") + json.dumps(entry).encode("utf-8") + b"\n"
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(self.fd, view):]
-                    os.fsync(self.fd)
+                    self._write(data)
+                    self._sync()
                 except OSError:
                     try:
                         os.ftruncate(self.fd, end)
@@ -90,6 +88,14 @@ class AuditLog:
         except OSError as e:
             raise WriteError(f"cannot write the audit log {self.path} ({e.strerror or e}): the batch stopped; "
                              "every entry before this one is kept") from None
+
+    def _write(self, data: bytes):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def _sync(self):
+        os.fsync(self.fd)
 
     def close(self):
         try:

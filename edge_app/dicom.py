@@ -74,31 +74,42 @@ def read_dicom(source, max_pixels: int):
     if arr.ndim == 3:
         if photometric not in ("RGB", "YBR_FULL", "YBR_FULL_422") and not photometric.startswith("YBR"):
             raise ImageError(f"unsupported DICOM image shape {arr.shape}")
-        rgb = reduce_mean(arr[..., :3], factor)
-        top = float(rgb.max()) or 1.0
+        # colour: box-averaged to at most REDUCED_SIDE a side whatever its pixel count (3 float32 planes)
+        rgb = reduce_mean(arr[..., :3], max(factor, math.ceil(max(rows, cols) / REDUCED_SIDE)))
+        bits = int(ds.get("BitsStored", 8) or 8)
+        # the same scale as a PNG of the same colours (8-bit data unchanged), so that the colour check agrees
+        top = float((1 << bits) - 1) if arr.dtype.kind in "iu" and 1 <= bits <= 16 else (float(rgb.max()) or 1.0)
         chroma = colourfulness(Image.fromarray(np.rint(rgb * np.float32(255.0 / top)).astype(np.uint8), "RGB"))
         grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-        return gray8_from_array(grey, (float(grey.min()), float(grey.max()))), chroma, note
+        return gray8_from_array(grey, full_range=True), chroma, note
     if arr.ndim != 2:
         raise ImageError(f"unsupported DICOM image shape {arr.shape}")
-    a = reduce_mean(arr, factor)  # float32, a new array (never the file's bytes)
-    a = _modality(a, ds)
-    windowed = _voi(a, ds)
-    if windowed is not None:
-        a = windowed
-    if photometric == "MONOCHROME1":
-        np.negative(a, out=a)
-    window = (float(np.nanmin(a)), float(np.nanmax(a))) if windowed is not None else None
-    return gray8_from_array(a, window), chroma, note
+    has_voi = _voi(np.zeros(1, np.float32), ds) is not None  # a usable VOI window or LUT
+
+    def values(a: np.ndarray) -> np.ndarray:  # float32 stored values -> displayed values, in place
+        a = _modality(a, ds)
+        windowed = _voi(a, ds) if has_voi else None
+        a = a if windowed is None else windowed
+        if photometric == "MONOCHROME1":
+            np.negative(a, out=a)
+        return a
+
+    # a large image is box-averaged first (float32, small); otherwise the levels are mapped strip by
+    # strip from the file's own bytes. After a VOI window: its min..max; without: the robust window.
+    src = reduce_mean(arr, factor) if factor > 1 else arr
+    return gray8_from_array(src, fn=values, full_range=has_voi), chroma, note
 
 
 def _native_frame(ds, data: bytes, rows, cols, spp, photometric):
     """The first frame viewed in place in DATA (no copy), or None when pydicom must decode it."""
     meta = getattr(ds, "file_meta", None)
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    if ts is not None and (ts.is_compressed or ts.is_deflated):
+    if ts is not None and (ts.is_compressed or getattr(ts, "is_deflated", False)):
         return None
-    elem = ds.get_item("PixelData")
+    try:
+        elem = ds.get_item("PixelData", keep_deferred=True)  # pydicom 3: the raw element, value not read
+    except TypeError:  # pydicom 2 returns the raw element as it is
+        elem = ds.get_item("PixelData")
     offset = getattr(elem, "value_tell", None)
     length = getattr(elem, "length", None)
     bits = int(ds.get("BitsAllocated", 0) or 0)

@@ -27,7 +27,7 @@ from .errors import ImageError
 from .levels import colourfulness, gray8_from_array, reduce_mean
 
 DECODE_BUDGET = 200 * 1024 * 1024  # bytes: a file held in memory plus its image decoded whole by Pillow
-STRIP_ROWS = 256
+STRIP_ROWS = 128  # rows decoded at a time: a few MB per strip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (bit depth, colour type) -> (Pillow mode of a decoded strip, raw mode that packs a row back as PNG bytes)
 PNG_STRIP_MODES = {(16, 0): ("I;16", "I;16B"), (8, 0): ("L", "L"), (8, 2): ("RGB", "RGB"),
@@ -42,12 +42,29 @@ ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF)
+
+
+def _stored_zlib(parts) -> list:
+    """PARTS (bytes) as the pieces of one zlib stream of stored (uncompressed) deflate blocks, to be
+    joined once: a copy and a checksum, several times faster than zlib.compress(data, 0)."""
+    out, adler, blocks = [b"\x78\x01"], 1, []
+    for p in parts:
+        view = memoryview(p)
+        adler = zlib.adler32(view, adler)
+        blocks.extend(view[i:i + 65535] for i in range(0, len(view), 65535))
+    for i, b in enumerate(blocks):
+        out.append(struct.pack("<BHH", 1 if i == len(blocks) - 1 else 0, len(b), 0xFFFF ^ len(b)))
+        out.append(b)
+    if not blocks:
+        out.append(struct.pack("<BHH", 1, 0, 0xFFFF))
+    out.append(struct.pack(">I", adler & 0xFFFFFFFF))
+    return out
 
 
 def png_chunks(data: bytes):
     """(header fields, [IDAT bodies as memoryviews], [other chunks needed to decode: PLTE, tRNS])."""
-    pos, idat, extra, header = 8, [], [], None
+    pos, idat, extra, header, extra_exif = 8, [], [], None, []
     view = memoryview(data)
     while pos + 8 <= len(data):
         n, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -58,10 +75,12 @@ def png_chunks(data: bytes):
             idat.append(body)
         elif kind in (b"PLTE", b"tRNS"):
             extra.append(_chunk(kind, bytes(body)))
+        elif kind == b"eXIf":
+            extra_exif.append(bytes(body))
         elif kind == b"IEND":
             break
         pos += 12 + n
-    return header, idat, extra
+    return header, idat, extra, (extra_exif[0] if extra_exif else None)
 
 
 def strip_rows(factor: int) -> int:
@@ -72,7 +91,7 @@ def strip_rows(factor: int) -> int:
 def png_strips(data: bytes, rows: int = STRIP_ROWS):
     """Decoded strips (Pillow images of ROWS rows, the last shorter) of a non-interlaced PNG whose
     depth and colour type are in PNG_STRIP_MODES; None when this PNG cannot be decoded in strips."""
-    header, idat, extra = png_chunks(data)
+    header, idat, extra, _ = png_chunks(data)
     if header is None or not idat:
         return None
     w, h, depth, ctype, _, _, interlace = header
@@ -112,11 +131,13 @@ def _strips(w, h, depth, ctype, idat, extra, strip_rows):
                 raise ImageError("corrupt or truncated image (PNG data ends early)")
         raw = b"".join(parts)
         rows = k if prev is None else k + 1
-        body = raw if prev is None else prev + raw
         ihdr = struct.pack(">IIBBBBB", w, rows, depth, ctype, 0, 0, 0)
-        png = (PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + b"".join(extra) + _chunk(b"IDAT", zlib.compress(body, 0))
-               + _chunk(b"IEND", b""))
-        del body, raw, parts
+        stream = _stored_zlib(parts if prev is None else [prev] + parts)
+        size = sum(len(x) for x in stream)
+        # one copy: the IDAT chunk's CRC is left 0 (Pillow does not check it; zlib checked the file's data)
+        png = b"".join([PNG_SIGNATURE, _chunk(b"IHDR", ihdr), *extra, struct.pack(">I", size), b"IDAT", *stream,
+                        b"\0\0\0\0", _chunk(b"IEND", b"")])
+        del stream, parts
         try:
             strip = Image.open(io.BytesIO(png))
             strip.load()
@@ -128,15 +149,18 @@ def _strips(w, h, depth, ctype, idat, extra, strip_rows):
         yield strip
 
 
-def _strip_array(strip: Image.Image):
-    """(array for the reduction, has colour): grey values of 16- or 8-bit grey, or RGB on black."""
-    if strip.mode in ("I;16", "L", "I", "F"):
-        return np.asarray(strip), False
-    if strip.mode in ("LA", "RGBA", "P"):
+def _reduced_strip(strip: Image.Image, factor: int) -> np.ndarray:
+    """A decoded strip box-averaged by FACTOR: float32 (rows, cols) for grey, (rows, cols, 3) for colour
+    (alpha composited on black, as for small images). 8-bit strips are reduced by Pillow (in C)."""
+    if strip.mode in ("I;16", "I", "F"):
+        return reduce_mean(np.asarray(strip), factor)
+    if strip.mode in ("LA", "RGBA", "P", "PA"):
         rgba = strip.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        strip = Image.alpha_composite(black, rgba)
-    return np.asarray(strip.convert("RGB")), True
+        strip = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    if strip.mode not in ("L", "RGB"):
+        strip = strip.convert("RGB")
+    small = strip.reduce(factor) if factor > 1 else strip
+    return np.asarray(small, dtype=np.float32)
 
 
 def reduce_strips(strips, w: int, h: int, factor: int, high_depth: bool):
@@ -144,27 +168,47 @@ def reduce_strips(strips, w: int, h: int, factor: int, high_depth: bool):
     out = None
     y = 0
     for strip in strips:
-        arr, colour = _strip_array(strip)
-        red = reduce_mean(arr, factor)
+        red = _reduced_strip(strip, factor)[:, : w // factor]
         if out is None:
             out = np.zeros((h // factor, w // factor) + red.shape[2:], np.float32)
         n = min(red.shape[0], out.shape[0] - y)
         out[y:y + n] = red[:n]
         y += n
+        del red, strip
     if out is None:
         raise ImageError("corrupt or truncated image (no image data)")
     if out.ndim == 3:
-        rgb8 = np.rint(out).clip(0, 255).astype(np.uint8)
-        chroma = colourfulness(Image.fromarray(rgb8, "RGB"))
-        grey = Image.fromarray(rgb8, "RGB").convert("L")
-        return grey, chroma
+        np.rint(out, out=out)
+        np.clip(out, 0, 255, out=out)
+        rgb = Image.fromarray(out.astype(np.uint8), "RGB")
+        del out
+        return rgb.convert("L"), colourfulness(rgb)
     if high_depth:
         return gray8_from_array(out), 0.0
     return gray8_from_array(out, (0.0, 255.0)), 0.0
 
 
-def _orientation(im: Image.Image):
+def decoded_bytes(im: Image.Image) -> int:
+    w, h = im.size
+    return w * h * BYTES_PER_PIXEL.get(im.mode, 4)
+
+
+def too_big_to_decode_whole(im: Image.Image, data: bytes) -> bool:
+    """True when the file, its image decoded whole and one converted copy would not fit DECODE_BUDGET."""
+    return len(data) + 2 * decoded_bytes(im) > DECODE_BUDGET
+
+
+def _orientation(im: Image.Image, data: bytes):
+    """The transpose that makes the image upright (EXIF orientation), or None. For a PNG the eXIf chunk
+    is read directly: Pillow's getexif() would decode the whole image to find it."""
     try:
+        if im.format == "PNG":
+            raw = png_chunks(data)[3]
+            if raw is None:
+                return None
+            exif = Image.Exif()
+            exif.load(raw)
+            return ORIENTATION.get(exif.get(0x0112))
         return ORIENTATION.get(im.getexif().get(0x0112))
     except Exception:  # noqa: BLE001 - unreadable EXIF: no orientation
         return None
@@ -174,13 +218,13 @@ def decode_large(im: Image.Image, data: bytes):
     """(8-bit grey image, chroma) of an opened, not yet decoded image over LARGE_PIXELS, within memory
     bounds; ImageError when it cannot be decoded within DECODE_BUDGET."""
     w, h = im.size
-    factor = reduction(h, w)
-    turn = _orientation(im)
+    factor = max(reduction(h, w), math.ceil(max(w, h) / REDUCED_SIDE))  # this path always reduces
+    turn = _orientation(im, data)
     strips = png_strips(data, strip_rows(factor)) if im.format == "PNG" else None
     if strips is not None:
         gray, chroma = reduce_strips(strips, w, h, factor, im.mode.startswith("I"))
     else:
-        need = w * h * BYTES_PER_PIXEL.get(im.mode, 4) + len(data)
+        need = decoded_bytes(im) + len(data)
         if need > DECODE_BUDGET:
             raise ImageError(f"image too large to decode on this device ({w}x{h} {im.mode}, "
                              f"{need // (1024 * 1024)} MB decoded; limit {DECODE_BUDGET // (1024 * 1024)} MB)")

@@ -30,37 +30,59 @@ def _sample(arr: np.ndarray) -> np.ndarray:
     return arr[::step, ::step]
 
 
-def robust_window(arr: np.ndarray) -> tuple[float, float]:
-    """(low, high): the percentile window of a 2-D array's finite values (see the module's docstring)."""
-    s = np.asarray(_sample(arr), dtype=np.float32).ravel()
+def _as_float(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32)
+
+
+def window_from(sample: np.ndarray, vmin: float, vmax: float) -> tuple[float, float]:
+    """The robust window (see the module's docstring) from a SAMPLE of the values and their exact range."""
+    s = np.asarray(sample, dtype=np.float32).ravel()
     s = s[np.isfinite(s)]
-    if s.size == 0:
-        return 0.0, 0.0
+    if s.size == 0 or not vmax > vmin:
+        return vmin, vmax
     lo, hi = (float(v) for v in np.percentile(s, [LOW_PERCENTILE, HIGH_PERCENTILE]))
-    full = np.asarray(arr)
-    if full.dtype.kind in "iub":  # the exact range of integer data (the subsample may miss it)
-        vmin, vmax = float(full.min()), float(full.max())
-    else:
-        vmin, vmax = float(s.min()), float(s.max())
     if hi <= lo:
         return vmin, vmax
     m = WINDOW_MARGIN * (hi - lo)
     return max(vmin, lo - m), min(vmax, hi + m)
 
 
-def gray8_from_array(arr: np.ndarray, window: tuple[float, float] | None = None) -> Image.Image:
+def _range(arr: np.ndarray, fn) -> tuple[float, float]:
+    """The finite min and max of FN(ARR), computed STRIP_ROWS rows at a time."""
+    vmin, vmax = np.inf, -np.inf
+    for y in range(0, arr.shape[0], STRIP_ROWS):
+        t = fn(arr[y:y + STRIP_ROWS])
+        t = t[np.isfinite(t)]
+        if t.size:
+            vmin, vmax = min(vmin, float(t.min())), max(vmax, float(t.max()))
+    return (vmin, vmax) if vmax >= vmin else (0.0, 0.0)
+
+
+def robust_window(arr: np.ndarray) -> tuple[float, float]:
+    """(low, high): the percentile window of a 2-D array's finite values (see the module's docstring)."""
+    return window_from(_sample(arr), *_range(arr, _as_float))
+
+
+def gray8_from_array(arr: np.ndarray, window: tuple[float, float] | None = None, fn=None,
+                     full_range: bool = False) -> Image.Image:
     """A 2-D array of any depth as an 8-bit image: WINDOW (low, high) -> 0..255, clipped; by default the
-    robust percentile window. Non-finite values become the window's low end."""
+    robust percentile window (FULL_RANGE: the min..max range). FN (float32 -> float32, elementwise, e.g. a
+    modality LUT and VOI window) is applied first. Everything is done STRIP_ROWS rows at a time, so the
+    float32 working copy is one strip, never the image. NaN becomes the window's low end."""
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise ImageError(f"expected a 2-D grayscale array, got shape {arr.shape}")
-    lo, hi = robust_window(arr) if window is None else window
+    f = _as_float if fn is None else (lambda a: fn(_as_float(a)))
+    if window is None:
+        vmin, vmax = _range(arr, f)
+        window = (vmin, vmax) if full_range else window_from(f(_sample(arr)), vmin, vmax)
+    lo, hi = window
     out = np.zeros(arr.shape, np.uint8)
     if not hi > lo:
         return Image.fromarray(out, mode="L")
     scale = np.float32(255.0 / (hi - lo))
     for y in range(0, arr.shape[0], STRIP_ROWS):
-        a = arr[y:y + STRIP_ROWS].astype(np.float32)
+        a = f(arr[y:y + STRIP_ROWS])
         a -= np.float32(lo)
         a *= scale
         np.nan_to_num(a, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
@@ -78,10 +100,12 @@ def reduce_mean(arr: np.ndarray, factor: int) -> np.ndarray:
     tail = arr.shape[2:]
     out = np.empty((h, w) + tail, np.float32)
     rows = max(1, STRIP_ROWS // factor)
+    inv = np.float32(1.0 / (factor * factor))
     for y in range(0, h, rows):
         n = min(rows, h - y)
-        block = np.asarray(arr[y * factor:(y + n) * factor, :w * factor], dtype=np.float32)
-        out[y:y + n] = block.reshape((n, factor, w, factor) + tail).mean(axis=(1, 3))
+        block = arr[y * factor:(y + n) * factor, :w * factor]
+        cols = block.reshape(n, factor, -1).sum(axis=1, dtype=np.float32)  # rows of each box
+        out[y:y + n] = cols.reshape((n, w, factor) + tail).sum(axis=2) * inv  # then its columns
     return out
 
 

@@ -32,9 +32,9 @@ from .levels import colourfulness, gray8_from_array
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 MIN_SIDE = 64  # pixels: anything smaller cannot be a radiograph we can read
-# A file is held in memory once (decoded from, and hashed for the audit log): 192 MB takes a 16-bit
+# A file is held in memory once (decoded from, and hashed for the audit log): 180 MiB takes a 16-bit
 # image up to the pixel limit (179 MB) and keeps a 1 GB device within its memory bound (hardening).
-MAX_FILE_BYTES = 192 * 1024 * 1024
+MAX_FILE_BYTES = 180 * 1024 * 1024
 # Pillow's decompression-bomb limit is kept as it is (about 89 M pixels); larger images are refused.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -122,8 +122,9 @@ def decode_bytes(data: bytes, size: int | None = None) -> Scan:
                 im.draft(im.mode, (2 * size, 2 * size))
             elif im.format == "JPEG" and w * h > LARGE_PIXELS:
                 im.draft(im.mode, (REDUCED_SIDE, REDUCED_SIDE))
-            if im.size[0] * im.size[1] > LARGE_PIXELS:  # decoded in strips, memory bounded (hardening)
-                from .largeimage import decode_large
+            from .largeimage import decode_large, too_big_to_decode_whole
+
+            if im.size[0] * im.size[1] > LARGE_PIXELS or too_big_to_decode_whole(im, data):  # memory bounded
 
                 gray, chroma = decode_large(im, data)
                 return Scan(_check_size(gray), chroma, note=note)
