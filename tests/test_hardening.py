@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -201,34 +200,27 @@ def test_full_disk_on_the_audit_log(tmp_path, monkeypatch):
 # -- rows 4 and 5: memory bounded -------------------------------------------------------------------
 
 MEMORY_PROBE = r"""
-import json, sys, time
-t = time.process_time()
+import atexit, resource, sys
+
+def report():  # VmHWM: this process's own peak RSS since exec (ru_maxrss would count the parent's at fork)
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"PEAK {int(hwm) / 1024} {r.ru_utime + r.ru_stime}", flush=True)
+
+atexit.register(report)
 from edge_xray.cli import cli
-try:
-    cli(["classify", *sys.argv[1:], "--json"], standalone_mode=False)
-except SystemExit:
-    pass
+cli(["classify", *sys.argv[1:], "--json"], prog_name="edge-xray")
 """
 
 
-def peak_rss_mb_and_rows(paths, timeout=120):
+def peak_rss_mb_and_rows(paths, timeout=180):
     """Screen PATHS with the bundled model in a fresh process: (its own peak RSS in MB, CPU s, rows)."""
-    out = Path(os.fsdecode(paths[0])).parent / "probe-out.txt"
-    with open(out, "wb") as f:
-        p = subprocess.Popen([sys.executable, "-c", MEMORY_PROBE, *map(str, paths)], stdout=f,
-                             stderr=subprocess.DEVNULL, cwd=ROOT)
-        t0 = time.time()
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.time() - t0 > timeout:
-                p.kill()
-                pytest.fail("memory probe hung")
-            time.sleep(0.05)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    rows = [json.loads(x) for x in out.read_text().splitlines() if x.startswith("{")]
-    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, rows
+    p = subprocess.run([sys.executable, "-c", MEMORY_PROBE, *map(str, paths)], capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT)
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    rows = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
+    peak = [x.split() for x in p.stdout.splitlines() if x.startswith("PEAK ")][0]
+    return float(peak[1]), float(peak[2]), rows
 
 
 @pytest.mark.slow
