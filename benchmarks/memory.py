@@ -95,6 +95,8 @@ def make_cases(d: Path, data_dir: Path) -> dict:
     cases["16-bit TIFF 9400^2 of zeros, deflate"] = [d / "zeros16.tif"]
     Image.fromarray(big).save(d / "scan16_raw.tif")
     cases["16-bit TIFF 9400^2 uncompressed (177 MB file)"] = [d / "scan16_raw.tif"]
+    Image.new("RGB", (9000, 9000), (90, 90, 90)).save(d / "rgb_deflate.tif", compression="tiff_deflate")
+    cases["8-bit RGB TIFF 9000^2, deflate (243 MB decoded)"] = [d / "rgb_deflate.tif"]
     del big
     return cases
 

@@ -221,8 +221,12 @@ def decode_large(im: Image.Image, data: bytes):
     factor = max(reduction(h, w), math.ceil(max(w, h) / REDUCED_SIDE))  # this path always reduces
     turn = _orientation(im, data)
     strips = png_strips(data, strip_rows(factor)) if im.format == "PNG" else None
+    view = raw_view(im, data) if strips is None else None
     if strips is not None:
         gray, chroma = reduce_strips(strips, w, h, factor, im.mode.startswith("I"))
+    elif view is not None:  # uncompressed grey pixels, in place in the file's bytes
+        small = reduce_mean(view, factor)
+        gray, chroma = gray8_from_array(small, (0.0, 255.0) if view.dtype == np.uint8 else None), 0.0
     else:
         need = decoded_bytes(im) + len(data)
         if need > DECODE_BUDGET:
@@ -238,6 +242,31 @@ def decode_large(im: Image.Image, data: bytes):
     if turn is not None:
         gray = gray.transpose(turn)
     return gray, chroma
+
+
+RAW_DTYPES = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "L": "u1"}
+
+
+def raw_view(im: Image.Image, data: bytes):
+    """The pixels of an uncompressed grey TIFF viewed in place in DATA (no copy), or None: its strips
+    must be Pillow "raw" tiles of the full width, top to bottom, stored one after the other."""
+    if im.format != "TIFF" or im.mode not in ("I;16", "I;16B", "L"):
+        return None
+    w, h = im.size
+    tiles = sorted(im.tile, key=lambda t: t[1][1])
+    expect_y, expect_offset = 0, tiles[0][2] if tiles else 0
+    for t in tiles:
+        codec, (x0, y0, x1, y1), offset, args = t[0], t[1], t[2], t[3]
+        rawmode = args[0] if isinstance(args, tuple) else args
+        stride = args[1] if isinstance(args, tuple) and len(args) > 1 else 0
+        if (codec != "raw" or rawmode not in RAW_DTYPES or (x0, x1) != (0, w) or y0 != expect_y
+                or offset != expect_offset or stride not in (0, w * np.dtype(RAW_DTYPES[rawmode]).itemsize)):
+            return None
+        expect_y, expect_offset = y1, offset + (y1 - y0) * w * np.dtype(RAW_DTYPES[rawmode]).itemsize
+    dtype = np.dtype(RAW_DTYPES[(tiles[0][3][0] if isinstance(tiles[0][3], tuple) else tiles[0][3])])
+    if expect_y != h or tiles[0][2] + w * h * dtype.itemsize > len(data):
+        return None
+    return np.frombuffer(data, dtype=dtype, count=w * h, offset=tiles[0][2]).reshape(h, w)
 
 
 def _pillow_strips(im: Image.Image, factor: int):

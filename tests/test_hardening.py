@@ -303,11 +303,16 @@ def test_image_too_large_to_decode_whole_is_refused_before_decoding(tmp_path):
     from edge_xray.errors import ImageError
     from edge_xray.preprocess import load_scan
 
+    from edge_xray.largeimage import raw_view
+
     p = tmp_path / "raw16.tif"
-    Image.new("I;16", (6000, 6000)).save(p)  # 72 MB uncompressed file + 72 MB decoded: decoded in strips
+    ramp = np.tile(np.arange(6000, dtype=np.uint16), (6000, 1))
+    Image.fromarray(ramp).save(p)  # 72 MB uncompressed: viewed in place, not decoded
+    assert raw_view(Image.open(p), p.read_bytes()) is not None
+    scan = load_scan(p)
+    assert scan.image.size == (2000, 2000) and np.asarray(scan.image)[0, ::400].tolist() == [0, 51, 102, 153, 204]
     p2 = tmp_path / "rgb.tif"
     Image.new("RGB", (9000, 9000)).save(p2, compression="tiff_deflate")  # 243 MB decoded: over the budget
-    assert load_scan(p).image.size[0] <= 2048
     with pytest.raises(ImageError, match=r"^image too large to decode on this device \(9000x9000 RGB"):
         load_scan(p2)
 
