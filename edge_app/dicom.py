@@ -41,7 +41,17 @@ def frames_note(frames: int) -> str | None:
 
 def read_dicom(source, max_pixels: int):
     """(8-bit grayscale Pillow image, colourfulness, note) of a DICOM file: bytes, a path or a binary file
-    object. NOTE says what the reader should know (for a multi-frame file: only the first was screened)."""
+    object. NOTE says what the reader should know (for a multi-frame file: only the first was screened).
+    Raises ImageError with a one-line reason for anything that cannot be read."""
+    try:
+        return _read_dicom(source, max_pixels)
+    except (ImageError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - odd tags can fail anywhere in pydicom: one clean line
+        raise ImageError(f"DICOM file unreadable ({type(e).__name__})") from None
+
+
+def _read_dicom(source, max_pixels: int):
     try:
         import pydicom
     except ImportError:

@@ -216,7 +216,17 @@ def _orientation(im: Image.Image, data: bytes):
 
 def decode_large(im: Image.Image, data: bytes):
     """(8-bit grey image, chroma) of an opened, not yet decoded image over LARGE_PIXELS, within memory
-    bounds; ImageError when it cannot be decoded within DECODE_BUDGET."""
+    bounds; ImageError when it cannot be decoded within DECODE_BUDGET, or is corrupt."""
+    try:
+        return _decode_large(im, data)
+    except (ImageError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a corrupt file may fail anywhere in a decoder: one clean line
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"corrupt or truncated image ({msg})") from None
+
+
+def _decode_large(im: Image.Image, data: bytes):
     w, h = im.size
     factor = max(reduction(h, w), math.ceil(max(w, h) / REDUCED_SIDE))  # this path always reduces
     turn = _orientation(im, data)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
 from .dicom import LARGE_PIXELS, REDUCED_SIDE
+from .errors import ImageError
 from .levels import colourfulness, gray8_from_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -125,7 +125,6 @@ def decode_bytes(data: bytes, size: int | None = None) -> Scan:
             from .largeimage import decode_large, too_big_to_decode_whole
 
             if im.size[0] * im.size[1] > LARGE_PIXELS or too_big_to_decode_whole(im, data):  # memory bounded
-
                 gray, chroma = decode_large(im, data)
                 return Scan(_check_size(gray), chroma, note=note)
             scan = scan_from_image(im)
@@ -136,7 +135,9 @@ def decode_bytes(data: bytes, size: int | None = None) -> Scan:
         raise ImageError(f"image too large (over {MAX_PIXELS} pixels)") from None
     except UnidentifiedImageError:
         raise ImageError("not an image file (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, MemoryError, IndexError, KeyError) as e:
+    except MemoryError:
+        raise ImageError("not enough memory to decode this image on this device") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"corrupt or truncated image ({msg})") from None
 

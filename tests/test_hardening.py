@@ -665,3 +665,42 @@ def test_two_processes_appending_to_one_log_keep_the_chain(tmp_path):
     from edge_xray.audit import verify
 
     assert verify(log)["entries"] == 80
+
+
+# -- more of the same: corrupt inputs on the new paths refuse cleanly -------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["png16", "rgb_png", "dicom", "raw_tiff"])
+def test_mutated_files_on_the_large_and_dicom_paths_refuse_cleanly(tmp_path, monkeypatch, kind):
+    """Random byte flips and cuts in files that take the strip, in-place and DICOM paths: a Scan or an
+    ImageError, nothing else."""
+    from edge_xray import preprocess
+    from edge_xray.errors import ImageError
+
+    g = xray_like((300, 260))
+    p = tmp_path / "base"
+    if kind == "png16":
+        Image.fromarray(g.astype(np.uint16) * 200).save(p, format="PNG")
+    elif kind == "rgb_png":
+        Image.fromarray(np.stack([g, g, g], -1), "RGB").save(p, format="PNG")
+    elif kind == "raw_tiff":
+        Image.fromarray(g.astype(np.uint16) * 200).save(p, format="TIFF")
+    else:
+        pytest.importorskip("pydicom")
+        dicom_file(p, g.astype(np.uint16) * 16, frames=2)
+    base = p.read_bytes()
+    monkeypatch.setattr(preprocess, "LARGE_PIXELS", 1000)  # every image takes the large-image path
+    rng = np.random.default_rng(1)
+    suffix = ".dcm" if kind == "dicom" else ".img"
+    for i in range(60):
+        data = bytearray(base)
+        for _ in range(int(rng.integers(1, 6))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        if i % 4 == 0:
+            data = data[: int(rng.integers(1, len(data)))]
+        q = tmp_path / f"m{i}{suffix}"
+        q.write_bytes(bytes(data))
+        try:
+            preprocess.load_scan(q, 128)
+        except ImageError as e:
+            assert "\n" not in str(e)
