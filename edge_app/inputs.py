@@ -21,14 +21,14 @@ from .preprocess import IMAGE_SUFFIXES
 SNIFF_BYTES = 132
 DICOMDIR_NAME = "DICOMDIR"
 
-# reasons, as counted in the summary line
-NOT_IMAGE = "not images"
-UNSUPPORTED = "unsupported image formats"
-LOOP = "symlink loops"
-BROKEN_LINK = "broken links"
-HIDDEN = "hidden"
-SPECIAL = "not regular files"
-UNREADABLE = "unreadable"
+# reasons, as counted in the summary line: key -> (one, several)
+NOT_IMAGE, UNSUPPORTED, LOOP, BROKEN_LINK, HIDDEN, SPECIAL, UNREADABLE = (
+    "not_image", "unsupported", "loop", "broken_link", "hidden", "special", "unreadable")
+REASONS = {NOT_IMAGE: ("not an image", "not images"),
+           UNSUPPORTED: ("an unsupported image format", "unsupported image formats"),
+           LOOP: ("symlink loop", "symlink loops"), BROKEN_LINK: ("broken link", "broken links"),
+           HIDDEN: ("hidden", "hidden"), SPECIAL: ("not a regular file", "not regular files"),
+           UNREADABLE: ("unreadable", "unreadable")}
 
 
 class Skipped(Counter):
@@ -38,11 +38,12 @@ class Skipped(Counter):
         self[reason] += n
 
     def summary(self) -> str | None:
-        """'skipped 3 files: 2 not images, 1 symlink loops', or None when nothing was skipped."""
+        """'skipped 3 files: 2 not images, 1 symlink loop', or None when nothing was skipped."""
         total = sum(self.values())
         if not total:
             return None
-        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.items(), key=lambda kv: (-kv[1], kv[0])))
+        parts = ", ".join(f"{n} {REASONS[reason][n != 1]}"
+                          for reason, n in sorted(self.items(), key=lambda kv: (-kv[1], kv[0])))
         return f"skipped {total} file{'s' if total != 1 else ''}: {parts}"
 
 

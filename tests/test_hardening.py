@@ -349,7 +349,7 @@ def test_fifo_inside_a_folder_is_skipped_and_counted(tmp_path):
         r = run("classify", d, "--json")
     assert_clean(r)
     assert len(r.stdout.splitlines()) == 1
-    assert r.stderr.splitlines()[-1] == "skipped 1 file: 1 not regular files"
+    assert r.stderr.splitlines()[-1] == "skipped 1 file: 1 not a regular file"
 
 
 # -- row 7: trusted models --------------------------------------------------------------------------
@@ -401,6 +401,16 @@ def test_unverified_model_runs_only_when_allowed_and_is_marked(foreign_model, tm
     assert env.exit_code in (0, 3) and WARNING in env.stderr  # the site setting
     api = edge_xray.load_model(foreign_model, allow_unverified=True)
     assert api.classify(scan).model_verified is False
+
+
+def test_site_commands_and_info_know_an_unverified_model(foreign_model, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    save_scan(d / "a.png")
+    r = run("site", "check", d, "--model", foreign_model)
+    assert r.exit_code == 4 and "is not a model shipped with edge-xray" in r.stderr
+    assert json.loads(run("info", "--model", foreign_model, "--json").stdout)["model_verified"] is False
+    assert json.loads(run("info", "--json").stdout)["model_verified"] is True
 
 
 @bundled
@@ -528,7 +538,7 @@ def test_folder_is_scanned_by_content_with_a_skip_summary(tmp_path):
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert [Path(x["path"]).name for x in rows] == ["IM000001", "a.gif", "b.webp", "linked.png"]
     assert all(x["status"] in ("ok", "rejected") for x in rows), rows
-    assert r.stderr.splitlines()[-1] == "skipped 2 files: 1 not images, 1 symlink loops"
+    assert r.stderr.splitlines()[-1] == "skipped 2 files: 1 symlink loop, 1 not an image"
 
 
 def test_dicomdir_is_screened_through_its_images(screener, tmp_path):
