@@ -99,7 +99,7 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
     from pathlib import Path
 
     from .audit import AuditLog
-    from .output import NEW, OVERWRITE, RESUME, RowWriter, WriteError, escape, human_line, json_line
+    from .output import NEW, OVERWRITE, RESUME, RowWriter, escape, human_line, json_line
     from .screen import load_model
     from .trust import warning
 
@@ -116,11 +116,11 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
         screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified)
         if not screener.model_verified:
             click.echo(warning(screener.model.path), err=True)
+        audit = AuditLog(audit_log, screener.model) if audit_log else None  # first: creating it changes nothing
         writer = RowWriter(output, RESUME if resume else OVERWRITE if overwrite else NEW) if output else None
-        audit = AuditLog(audit_log, screener.model) if audit_log else None
     done = writer.done if (writer and resume) else set()
     skip = (lambda p: escape(str(p)) in done) if done else None
-    bad = heatmap_failures = resumed = 0
+    bad = heatmap_failures = 0
     try:
         with user_errors():
             for s in screener.classify_many(paths, heatmap_dir=heatmap_dir, skip=skip):

@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .dicom import LARGE_PIXELS, REDUCED_SIDE, reduction
+from .dicom import REDUCED_SIDE, reduction
 from .errors import ImageError
 from .levels import colourfulness, gray8_from_array, reduce_mean
 

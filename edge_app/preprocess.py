@@ -4,8 +4,9 @@ This is the one preprocessing module of the project: training, calibration and t
 `load_image` and `prepare`, so that the field device sees exactly what the model was trained on.
 Only numpy and Pillow are used here (pydicom for DICOM files, imported when one is read).
 
-Pipeline: decode (JPEG at reduced scale when it is large) -> EXIF transpose -> 8-bit grayscale
-(16-bit and float data rescaled from their own range, never clamped) -> square resize (the aspect ratio
+Pipeline: decode (JPEG at reduced scale when it is large; images over LARGE_PIXELS in strips, box-averaged,
+see largeimage.py) -> EXIF transpose -> 8-bit grayscale (16-bit and float data through the robust window
+of levels.py) -> square resize (the aspect ratio
 is not kept, as in the training data) -> histogram equalisation -> [0, 1] float -> int8 with the
 model's own input scale and zero point.
 
