@@ -52,6 +52,8 @@ def _last_line(fd) -> bytes | None:
 class AuditLog:
     def __init__(self, path, model):
         self.path = path
+        if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+            raise UsageError(f"cannot write the audit log {path}: not a regular file")
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as e:

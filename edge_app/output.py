@@ -86,6 +86,8 @@ class RowWriter:
         self.done: set = set()
         self.rows = 0
         exists = self.path.exists()
+        if exists and not self.path.is_dir() and not self.path.is_file():  # a pipe would block the open
+            raise UsageError(f"cannot write {escape(str(self.path))}: not a regular file")
         if exists and mode == NEW:
             raise UsageError(f"{escape(str(self.path))} exists: give --resume to continue it or --overwrite to replace it")
         if exists and self.path.is_dir():

@@ -148,6 +148,20 @@ def test_output_in_missing_folder_is_a_usage_error(tmp_path):
     assert r.exit_code == 2 and r.stderr.startswith("Error: cannot write ") and len(r.stderr.splitlines()) == 1
 
 
+@bundled
+@pytest.mark.parametrize("option", ["--output", "--audit-log"])
+def test_output_or_audit_log_that_is_a_pipe_or_device_is_refused_without_hanging(tmp_path, option):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    (tmp_path / "full.csv").symlink_to("/dev/full")
+    for target in (fifo, tmp_path / "full.csv"):
+        with deadline(30):
+            r = run("classify", save_scan(tmp_path / "a.png"), option, target,
+                    *(["--overwrite"] if option == "--output" else []))
+        assert_clean(r)
+        assert r.exit_code == 2 and r.stderr.rstrip().endswith(f"{target}: not a regular file")
+
+
 def full_disk_after(n):
     calls = {"n": 0}
 
