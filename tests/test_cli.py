@@ -140,7 +140,7 @@ def test_folder_with_no_images(tiny_models, tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("x")
     r = run("classify", tmp_path / "empty", "--model", tiny_models["int8"], "--allow-unverified-model")
     assert r.exit_code == 3
-    assert stderr_lines(r) == [f"{tmp_path / 'empty'}: ERROR - folder holds no images"]
+    assert stderr_lines(r) == [f"{tmp_path / 'empty'}: ERROR - folder holds no images", "skipped 1 file: 1 not an image"]
 
 
 def test_mixed_batch_goes_on_and_writes_every_row(tiny_models, tmp_path, good_scans):
