@@ -56,49 +56,88 @@ threads_option = click.option("--threads", type=click.IntRange(1, 64), default=N
                               help="Interpreter threads (default: the device's cores).")
 
 
+allow_unverified_option = click.option(
+    "--allow-unverified-model", "allow_unverified", is_flag=True, default=False,
+    help="Run a model that is not one the package ships (rows then say model_verified: false; "
+         "also EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1).")
+
+
+def _same_file(a, b) -> bool:
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input per line.")
 @threads_option
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
-              help="Also write results to a .csv or .jsonl file, row by row.")
+              help="Also write results to a .csv or .jsonl file, row by row (never replaces an existing file "
+                   "without --resume or --overwrite).")
+@click.option("--resume", is_flag=True, help="--output exists: keep its rows, skip their inputs, append the rest.")
+@click.option("--overwrite", is_flag=True, help="--output exists: replace it.")
 @click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False), default=None,
               help="Write a class activation map overlay PNG per scan into this folder.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), default=None,
-              help="Append one JSON line per input (hashes and results, no pixels or patient data).")
+              help="Append one JSON line per input (hashes and results, no pixels or patient data), chained.")
 @site_option
-def classify(paths, model, as_json, threads, output, heatmap_dir, audit_log, site):
-    """Screen chest X-rays (files or folders: PNG, JPEG, DICOM, TIFF).
+@allow_unverified_option
+def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_dir, audit_log, site,
+             allow_unverified):
+    """Screen chest X-rays (files or folders: PNG, JPEG, DICOM, TIFF, BMP, GIF, WebP; a DICOMDIR).
 
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
-    (the rest are still reported), 4 when the model is missing or does not match its card.
+    (the rest are still reported), 4 when the model is missing, does not match its card, or is not
+    one the package ships (without --allow-unverified-model), 1 when writing --output or --audit-log
+    failed mid-batch (the rows written are kept).
     """
-    from .audit import AuditLog
-    from .output import RowWriter, human_line
-    from .screen import load_model
+    from pathlib import Path
 
+    from .audit import AuditLog
+    from .output import NEW, OVERWRITE, RESUME, RowWriter, escape, human_line, json_line
+    from .screen import load_model
+    from .trust import warning
+
+    if resume and overwrite:
+        raise click.UsageError("give --resume or --overwrite, not both")
+    if (resume or overwrite) and not output:
+        raise click.UsageError("--resume and --overwrite need --output")
+    for given in (output, audit_log):
+        for p in paths if given else ():
+            if Path(p).is_file() and _same_file(p, given):
+                raise click.UsageError(f"{escape(str(p))} is an input and also the file to write: choose another")
     writer = audit = None
     with user_errors():
-        screener = load_model(model, threads=threads, site=site)
-        writer = RowWriter(output) if output else None
-        audit = AuditLog(audit_log, screener.model) if audit_log else None
-    bad = 0
+        screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified)
+        if not screener.model_verified:
+            click.echo(warning(screener.model.path), err=True)
+        audit = AuditLog(audit_log, screener.model) if audit_log else None  # first: creating it changes nothing
+        writer = RowWriter(output, RESUME if resume else OVERWRITE if overwrite else NEW) if output else None
+    done = writer.done if (writer and resume) else set()
+    skip = (lambda p: escape(str(p)) in done) if done else None
+    bad = heatmap_failures = 0
     try:
-        for s in screener.classify_many(paths, heatmap_dir=heatmap_dir):
-            if not s.ok:
-                bad += 1
-                click.echo(human_line(s), err=True)
-            if as_json:
-                click.echo(json.dumps(s.to_dict()))
-            elif s.ok:
-                click.echo(human_line(s))
-            if s.heatmap_error:
-                click.echo(f"{s.path}: heatmap not written - {s.heatmap_error}", err=True)
-            if writer:
-                writer.write(s)
-            if audit:
-                audit.write(s)
+        with user_errors():
+            for s in screener.classify_many(paths, heatmap_dir=heatmap_dir, skip=skip):
+                if not s.ok:
+                    bad += 1
+                    click.echo(human_line(s), err=True)
+                if as_json:
+                    click.echo(json_line(s))
+                elif s.ok:
+                    click.echo(human_line(s))
+                if s.heatmap_error:
+                    heatmap_failures += 1
+                    click.echo(f"{escape(s.path)}: heatmap not written - {escape(s.heatmap_error)}", err=True)
+                if writer:
+                    writer.write(s)
+                if audit:
+                    audit.write(s)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: every row reported so far has been written") from None
     finally:
@@ -106,8 +145,32 @@ def classify(paths, model, as_json, threads, output, heatmap_dir, audit_log, sit
             writer.close()
         if audit:
             audit.close()
+    resumed = screener.resumed
+    summary = screener.skipped.summary()
+    if summary:
+        click.echo(summary, err=True)
+    if resumed:
+        click.echo(f"resumed: {resumed} inputs already in {escape(str(output))} not screened again", err=True)
+    if heatmap_failures:
+        click.echo(f"heatmaps: {heatmap_failures} not written (the results stand)", err=True)
     if bad:
         sys.exit(EXIT_INPUT)
+
+
+@cli.group()
+def audit():
+    """Check an audit log written by `classify --audit-log`."""
+
+
+@audit.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def audit_verify(file):
+    """Check the chain of an audit log: exit 0 when intact, 3 naming the first broken line."""
+    from .audit import verify
+
+    with user_errors():
+        r = verify(file)
+    click.echo(f"{file}: OK, {r['entries']} entries, chain intact; last entry sha256 {r['last_sha256']}")
 
 
 @cli.command()
@@ -124,13 +187,16 @@ def info(model, as_json):
     if card.get("float_model"):
         card["float_model"] = str((m.path.parent / card["float_model"]).resolve())
     card["runtime"] = m.runtime
+    from .trust import is_trusted  # hardening: is this a model the package ships?
+
+    card["model_verified"] = is_trusted(m.path)
     if as_json:
         _echo_json(card)
         return
     card.pop("cam", None)
     card.pop("gate", None)
     for k in ("name", "version", "format", "model_path", "sha256", "size_bytes", "labels", "threshold",
-              "temperature", "float_model", "runtime"):
+              "temperature", "float_model", "runtime", "model_verified"):
         if k in card:
             click.echo(f"{k}: {card[k]}")
     click.echo(f"input: {json.dumps(card.get('input'))}")
@@ -287,7 +353,8 @@ def site():
 @click.option("--sensitivity", type=float, default=0.95, show_default=True,
               help="Target sensitivity on the site's new scans.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing site file.")
-def site_calibrate(labelled_dir, out, model, sensitivity, overwrite):
+@allow_unverified_option
+def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, allow_unverified):
     """Screen a labelled folder (NORMAL/ and PNEUMONIA/) and write the site's threshold to SITE.json."""
     from pathlib import Path
 
@@ -297,7 +364,7 @@ def site_calibrate(labelled_dir, out, model, sensitivity, overwrite):
     if Path(out).exists() and not overwrite:
         raise click.UsageError(f"{out} exists: give --overwrite to replace it")
     with user_errors():
-        screener = load_model(model)
+        screener = load_model(model, allow_unverified=allow_unverified)
         data, refused = calibrate_site(screener, labelled_dir, sensitivity)
     for s in refused:
         click.echo(f"not used: {s.path}: {s.status.upper()} - {s.error}", err=True)
@@ -316,13 +383,14 @@ def site_calibrate(labelled_dir, out, model, sensitivity, overwrite):
 @model_option
 @site_option
 @click.option("--json", "as_json", is_flag=True)
-def site_check(folder, model, site, as_json):
+@allow_unverified_option
+def site_check(folder, model, site, as_json, allow_unverified):
     """Compare a folder of a site's scans (no labels) with the model's reference data: drift or not."""
     from .screen import load_model
     from .site import check_site
 
     with user_errors():
-        r = check_site(load_model(model, site=site), folder)
+        r = check_site(load_model(model, site=site, allow_unverified=allow_unverified), folder)
     if as_json:
         _echo_json(r)
         return

@@ -1,57 +1,180 @@
-"""What `edge-xray classify` writes: the human line, and result files (CSV or JSONL) row by row."""
+"""What `edge-xray classify` writes: the human line, and result files (CSV or JSONL) row by row.
+
+File names that are not valid UTF-8 (bytes a file system allows but no text encoding can show) are
+written with backslash escapes: the byte 0xff becomes the four characters `\\xff`, in the human line,
+the `--json` rows, CSV and JSONL alike (`escape`). Every file written is therefore valid UTF-8.
+
+A result file is never clobbered: an existing one is refused unless the caller asks to resume it (its
+rows are read, the inputs already there are skipped, the rest appended; a half-written last line
+from a power cut is dropped and its input screened again) or to overwrite it. Rows are written one
+at a time, flushed and fsynced; a row that cannot be written (disk full) is taken back whole, so the
+file holds only complete rows, and the batch stops with `WriteError`.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import EXIT_OTHER, EdgeXrayError, UsageError
 from .screen import FIELDS, Screening
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
+NEW, OVERWRITE, RESUME = "new", "overwrite", "resume"
+
+
+class WriteError(EdgeXrayError):
+    """A result or audit file could not be written mid-batch (disk full, device gone): the batch stops."""
+
+    exit_code = EXIT_OTHER
+
+
+def escape(text: str) -> str:
+    """TEXT as valid UTF-8: bytes of a non-UTF-8 file name (os.fsdecode's surrogates) as `\\xNN`."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def printable(s: Screening) -> dict:
+    """The row of S with every text field escaped (see `escape`): what is printed and written."""
+    return {k: (escape(v) if isinstance(v, str) else v) for k, v in s.to_dict().items()}
 
 
 def human_line(s: Screening) -> str:
     """One line for the person at the device."""
+    path = escape(s.path)
+    note = f" ({escape(s.note)})" if s.note else ""
     if s.status == "rejected":
-        return f"{s.path}: REJECTED - {s.error}"
+        return f"{path}: REJECTED - {escape(s.error or '')}{note}"
     if s.status != "ok":
-        return f"{s.path}: ERROR - {s.error}"
+        return f"{path}: ERROR - {escape(s.error or '')}{note}"
     p = s.pneumonia_probability
     turned = (f" [file turned {s.orientation_corrected} degrees clockwise: screened upright]"
               if s.orientation_corrected else "")
     if s.label == "PNEUMONIA":
-        return f"{s.path}: PNEUMONIA p={p:.2f} ({s.pneumonia_type} {s.type_probability:.2f}) - {s.advice}{turned}"
-    return f"{s.path}: NORMAL p={p:.2f} - {s.advice}{turned}"
+        return f"{path}: PNEUMONIA p={p:.2f} ({s.pneumonia_type} {s.type_probability:.2f}) - {s.advice}{turned}{note}"
+    return f"{path}: NORMAL p={p:.2f} - {s.advice}{turned}{note}"
+
+
+def json_line(s: Screening) -> str:
+    return json.dumps(printable(s))
+
+
+def _csv_line(values: list) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(values)
+    return buf.getvalue().encode("utf-8")
 
 
 class RowWriter:
-    """Writes screenings to CSV or JSONL (by extension) one by one, flushed and fsynced."""
+    """Writes screenings to CSV or JSONL (by extension) one by one, flushed and fsynced.
 
-    def __init__(self, path):
+    MODE: "new" (the file must not exist), "overwrite", or "resume" (`done` then holds the escaped
+    paths of the rows already in the file; `rows` counts every complete row in it).
+    """
+
+    def __init__(self, path, mode: str = NEW):
         self.path = Path(path)
         ext = self.path.suffix.lower()
         if ext not in OUTPUT_SUFFIXES:
-            raise UsageError(f"--output must end in .csv or .jsonl (got {self.path.name})")
+            raise UsageError(f"--output must end in .csv or .jsonl (got {escape(self.path.name)})")
         self.kind = ext[1:]
+        self.done: set = set()
+        self.rows = 0
+        exists = self.path.exists()
+        if exists and not self.path.is_dir() and not self.path.is_file():  # a pipe would block the open
+            raise UsageError(f"cannot write {escape(str(self.path))}: not a regular file")
+        if exists and mode == NEW:
+            raise UsageError(f"{escape(str(self.path))} exists: give --resume to continue it or --overwrite to replace it")
+        if exists and self.path.is_dir():
+            raise UsageError(f"cannot write {escape(str(self.path))}: is a folder")
+        header_needed = True
+        if exists and mode == RESUME:
+            header_needed = self._read_existing()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if mode == OVERWRITE else 0)
         try:
-            self.f = open(self.path, "w", newline="", encoding="utf-8")
+            self.fd = os.open(self.path, flags, 0o644)
         except OSError as e:
-            raise UsageError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise UsageError(f"cannot write {escape(str(self.path))}: {e.strerror or e}") from None
+        if self.kind == "csv" and header_needed:
+            self._append(_csv_line(list(FIELDS)), what="the header")
+
+    def _read_existing(self) -> bool:
+        """Read the rows of an existing file; drop a half-written last line. True if a header is needed."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read {escape(str(self.path))} to resume it: {e.strerror or e}") from None
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a half-written last row (power cut): drop it, screen its input again
+            try:
+                os.truncate(self.path, end)
+            except OSError as e:
+                raise UsageError(f"cannot repair {escape(str(self.path))}: {e.strerror or e}") from None
+            data = data[:end]
+        text = data.decode("utf-8", "replace")
+        if not text.strip():
+            return True
         if self.kind == "csv":
-            self.csv = csv.DictWriter(self.f, fieldnames=FIELDS, extrasaction="ignore")
-            self.csv.writeheader()
+            reader = csv.DictReader(io.StringIO(text))
+            if tuple(reader.fieldnames or ()) != FIELDS:
+                raise UsageError(f"{escape(str(self.path))} has other columns than this version writes: "
+                                 "give --overwrite or another file")
+            for row in reader:
+                self.done.add(row.get("path"))
+                self.rows += 1
+            return False
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                self.done.add(json.loads(line)["path"])
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(f"{escape(str(self.path))} line {n} is not a result row: give --overwrite or "
+                                 "another file") from None
+            self.rows += 1
+        return False
+
+    def _write(self, data: bytes):
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def _sync(self):
+        os.fsync(self.fd)
+
+    def _append(self, data: bytes, what: str = "a row"):
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            self._write(data)
+            self._sync()
+        except OSError as e:
+            try:  # take the partial row back: the file keeps only complete rows
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass
+            raise WriteError(f"cannot write {what} to {escape(str(self.path))} ({e.strerror or e}): stopped after "
+                             f"{self.rows} rows, all kept; continue with --resume") from None
 
     def write(self, s: Screening):
-        row = s.to_dict()
+        row = printable(s)
         if self.kind == "csv":
-            self.csv.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
+            line = _csv_line(["" if row.get(k) is None else row.get(k) for k in FIELDS])
         else:
-            self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
+            line = (json.dumps(row) + "\n").encode("utf-8")
+        self._append(line)
+        self.rows += 1
+        self.done.add(row["path"])
 
     def close(self):
-        self.f.close()
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass

@@ -4,8 +4,9 @@ This is the one preprocessing module of the project: training, calibration and t
 `load_image` and `prepare`, so that the field device sees exactly what the model was trained on.
 Only numpy and Pillow are used here (pydicom for DICOM files, imported when one is read).
 
-Pipeline: decode (JPEG at reduced scale when it is large) -> EXIF transpose -> 8-bit grayscale
-(16-bit and float data rescaled from their own range, never clamped) -> square resize (the aspect ratio
+Pipeline: decode (JPEG at reduced scale when it is large; images over LARGE_PIXELS in strips, box-averaged,
+see largeimage.py) -> EXIF transpose -> 8-bit grayscale (16-bit and float data through the robust window
+of levels.py) -> square resize (the aspect ratio
 is not kept, as in the training data) -> histogram equalisation -> [0, 1] float -> int8 with the
 model's own input scale and zero point.
 
@@ -25,13 +26,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .dicom import LARGE_PIXELS, REDUCED_SIDE
 from .errors import ImageError
 from .levels import colourfulness, gray8_from_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 MIN_SIDE = 64  # pixels: anything smaller cannot be a radiograph we can read
-MAX_FILE_BYTES = 256 * 1024 * 1024
+# A file is held in memory once (decoded from, and hashed for the audit log): 180 MiB takes a 16-bit
+# image up to the pixel limit (179 MB) and keeps a 1 GB device within its memory bound (hardening).
+MAX_FILE_BYTES = 180 * 1024 * 1024
 # Pillow's decompression-bomb limit is kept as it is (about 89 M pixels); larger images are refused.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -43,6 +47,7 @@ class Scan:
     image: Image.Image
     chroma: float = 0.0  # colourfulness of the input as decoded (0 for a grey image)
     sha256: str | None = None  # of the file's bytes, as read once for decoding
+    note: str | None = None  # what the reader should know, e.g. "first of 3 pages screened"
 
 
 def is_dicom(name, head: bytes) -> bool:
@@ -92,10 +97,10 @@ def load_scan(path, size: int | None = None) -> Scan:
     if is_dicom(path, data[:132]):
         from .dicom import read_dicom  # pydicom is imported only for DICOM input
 
-        im, chroma = read_dicom(io.BytesIO(data), MAX_PIXELS)
-        return Scan(_check_size(im), chroma, digest)
+        im, chroma, note = read_dicom(data, MAX_PIXELS)  # the bytes themselves: pixel data viewed in place
+        return Scan(_check_size(im), chroma, digest, note)
     scan = decode_bytes(data, size)
-    return Scan(scan.image, scan.chroma, digest)
+    return Scan(scan.image, scan.chroma, digest, scan.note)
 
 
 def load_image(path, size: int | None = None) -> Image.Image:
@@ -113,18 +118,40 @@ def decode_bytes(data: bytes, size: int | None = None) -> Scan:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise ImageError(f"image too large (over {MAX_PIXELS} pixels)")
+            note = _frames_note(im)
             if im.format == "JPEG" and size:
                 im.draft(im.mode, (2 * size, 2 * size))
-            return scan_from_image(im)
+            elif im.format == "JPEG" and w * h > LARGE_PIXELS:
+                im.draft(im.mode, (REDUCED_SIDE, REDUCED_SIDE))
+            from .largeimage import decode_large, too_big_to_decode_whole
+
+            if im.size[0] * im.size[1] > LARGE_PIXELS or too_big_to_decode_whole(im, data):  # memory bounded
+                gray, chroma = decode_large(im, data)
+                return Scan(_check_size(gray), chroma, note=note)
+            scan = scan_from_image(im)
+            return Scan(scan.image, scan.chroma, note=note)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image too large (over {MAX_PIXELS} pixels)") from None
     except UnidentifiedImageError:
         raise ImageError("not an image file (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, MemoryError, IndexError, KeyError) as e:
+    except MemoryError:
+        raise ImageError("not enough memory to decode this image on this device") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"corrupt or truncated image ({msg})") from None
+
+
+def _frames_note(im: Image.Image) -> str | None:
+    """'first of 3 pages screened' for a multi-page TIFF (frames for other formats), else None."""
+    try:
+        n = int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken page index: screen the first page without a note
+        return None
+    if n <= 1:
+        return None
+    return f"first of {n} {'pages' if im.format == 'TIFF' else 'frames'} screened"
 
 
 def scan_from_image(im: Image.Image) -> Scan:

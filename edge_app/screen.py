@@ -23,8 +23,9 @@ from PIL import Image
 from .decision import ADVICE, Calibration
 from .errors import ImageError
 from .gate import Gate
+from .inputs import Skipped, find_inputs
 from .orientation import REASON as ORIENTATION_REASON, orient
-from .preprocess import Scan, list_images, load_scan, prepare, scan_from_image
+from .preprocess import Scan, load_scan, prepare, scan_from_image
 from .runtime import Model
 
 IMAGE_SOURCE = "<image>"  # the `path` of a screening made from an in-memory image
@@ -49,6 +50,8 @@ class Screening:
     orientation_corrected: int | None = None  # degrees the file was turned clockwise (0: upright); null if not screened
     heatmap: str | None = None
     heatmap_error: str | None = None
+    model_verified: bool = False  # the model is one the package ships (edge_xray.trust); False: allowed unverified
+    note: str | None = None  # what the reader should know, e.g. "first of 3 frames screened"
 
     @property
     def ok(self) -> bool:
@@ -65,9 +68,12 @@ FIELDS = tuple(f.name for f in dataclasses.fields(Screening))
 class Screener:
     """A model, its gate and its operating point, ready to screen files or images."""
 
-    def __init__(self, model: Model, site=None):
+    def __init__(self, model: Model, site=None, model_verified: bool = False):
         self.model = model
         self.site = site
+        self.model_verified = model_verified
+        self.skipped = Skipped()  # of the last classify_many: files of folders not screened, and why
+        self.resumed = 0  # of the last classify_many: inputs left out by its `skip`
         self.gate = Gate.from_card(model.card)
         self.calibration = Calibration.from_card(model.card, site.threshold if site is not None else None)
         self._heatmap_names: set = set()
@@ -82,32 +88,43 @@ class Screener:
 
     def _row(self, path, status: str, **fields) -> Screening:
         return Screening(path=str(path), status=status, threshold=self.threshold, model_sha256=self.model.sha256,
-                         site_sha256=getattr(self.site, "sha256", None), **fields)
+                         site_sha256=getattr(self.site, "sha256", None), model_verified=self.model_verified, **fields)
 
-    def _refused(self, path, status: str, reason: str, sha256: str | None = None) -> Screening:
-        return self._row(path, status, error=reason, advice=ADVICE[status].format(reason=reason), input_sha256=sha256)
+    def _refused(self, path, status: str, reason: str, sha256: str | None = None, note: str | None = None) -> Screening:
+        return self._row(path, status, error=reason, advice=ADVICE[status].format(reason=reason), input_sha256=sha256,
+                         note=note)
 
     def classify(self, source, *, heatmap_dir=None) -> Screening:
         """Screen one input: a path (PNG, JPEG, TIFF, BMP, DICOM) or a Pillow image. Never raises for a
         bad input: an unreadable one comes back with `status: error`, a non-X-ray with `rejected`."""
         return self._classify(source, heatmap_dir)[0]
 
-    def classify_many(self, paths: Iterable, *, heatmap_dir=None) -> Iterator[Screening]:
-        """Screen files and folders (recursed, in order); one Screening per image. Never raises for a
-        bad input: a missing file or an empty folder comes back as a Screening with `status: error`."""
-        for s, _ in self.classify_many_with_distance(paths, heatmap_dir=heatmap_dir):
+    def classify_many(self, paths: Iterable, *, heatmap_dir=None, skip=None) -> Iterator[Screening]:
+        """Screen files and folders (recursed, by content, in order; a DICOMDIR through its images); one
+        Screening per image. Never raises for a bad input: a missing file or an empty folder comes back
+        as a Screening with `status: error`. SKIP(path) -> True leaves an input out (a resumed batch).
+        Afterwards `skipped` counts the files of folders that were not screened, and why."""
+        for s, _ in self.classify_many_with_distance(paths, heatmap_dir=heatmap_dir, skip=skip):
             yield s
 
-    def classify_many_with_distance(self, paths: Iterable, *, heatmap_dir=None):
+    def classify_many_with_distance(self, paths: Iterable, *, heatmap_dir=None, skip=None):
         """As classify_many, with the gate's feature distance of each input (None where not measured):
         (Screening, distance) pairs, for drift checks."""
         if isinstance(paths, (str, Path)):
             paths = [paths]
+        self.skipped = skipped = Skipped()
+        self.resumed = 0
         for p in paths:
-            files = list_images([p])
+            files = find_inputs(p, skipped)
             if not files:
+                if skip is not None and skip(p):
+                    self.resumed += 1
+                    continue
                 yield self._refused(p, "error", "folder holds no images"), None
             for f in files:
+                if skip is not None and skip(f):
+                    self.resumed += 1
+                    continue
                 yield self._classify(f, heatmap_dir)
 
     def screen(self, scan: Scan, path=IMAGE_SOURCE, *, heatmap_dir=None) -> Screening:
@@ -120,25 +137,29 @@ class Screener:
             scan = scan_from_image(source) if isinstance(source, Image.Image) else load_scan(source, self.model.size)
         except ImageError as e:
             return self._refused(path, "error", str(e)), None
+        except MemoryError:  # one input too large for this device: its own error row, the batch goes on
+            return self._refused(path, "error", "not enough memory to decode this image on this device"), None
         return self._screen(scan, path, heatmap_dir)
 
     def _screen(self, scan: Scan, path, heatmap_dir):
+        note = getattr(scan, "note", None)
         reason = self.gate.check_image(scan.image, scan.chroma)
         if reason:
-            return self._refused(path, "rejected", reason, scan.sha256), None
+            return self._refused(path, "rejected", reason, scan.sha256, note), None
         image, degrees, confident = orient(scan.image)
         if not confident:  # a non-X-ray is refused for what it is; an X-ray in doubt for its orientation
             x = prepare(scan.image, self.model.size)
             reason = self.gate.check_features(x, self.model.run(x, features=True)[1]) or ORIENTATION_REASON
-            return self._refused(path, "rejected", reason, scan.sha256), None
+            return self._refused(path, "rejected", reason, scan.sha256, note), None
         x = prepare(image, self.model.size)
         logits, features = self.model.run(x, features=True)
         distance = self.gate.feature_distance(features)
         reason = self.gate.check_features(x, features)
         if reason:
-            return self._refused(path, "rejected", reason, scan.sha256), distance
+            return self._refused(path, "rejected", reason, scan.sha256, note), distance
         decision = self.calibration.decide(logits)
-        result = self._row(path, "ok", input_sha256=scan.sha256, orientation_corrected=degrees, **decision.fields())
+        result = self._row(path, "ok", input_sha256=scan.sha256, orientation_corrected=degrees, note=note,
+                           **decision.fields())
         if heatmap_dir is not None and features is not None:
             from .heatmap import save_heatmap
 
@@ -152,15 +173,20 @@ class Screener:
         return result, distance
 
 
-def load_model(model=None, *, threads: int | None = None, site=None) -> Screener:
+def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False) -> Screener:
     """A Screener for MODEL (a .tflite path; None: the bundled model), its card verified.
 
     SITE: a site file (path) from `edge-xray site calibrate`, whose threshold replaces the card's.
-    Raises ModelError (exit code 4 on the command line) for a missing, changed or foreign model.
+    Raises ModelError (exit code 4 on the command line) for a missing, changed or foreign model, and for
+    any model file that is not one the package ships (edge_xray.trust) unless ALLOW_UNVERIFIED (or
+    EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1): then its Screenings say `model_verified: False`.
     """
+    from .trust import check_model
+
     m = model if isinstance(model, Model) else Model(model, threads=threads)
+    verified = check_model(m.path, allow_unverified)
     if site is not None and not hasattr(site, "threshold"):
         from .site import load_site
 
         site = load_site(site, m)
-    return Screener(m, site=site)
+    return Screener(m, site=site, model_verified=verified)

@@ -21,6 +21,15 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def stderr_lines(r):
+    """stderr without the one warning line of a model run with --allow-unverified-model (checked here)."""
+    lines = r.stderr.splitlines()
+    if lines and lines[0].startswith("warning: "):
+        assert "is not a verified edge-xray model" in lines[0]
+        return lines[1:]
+    return lines
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     r = run(command, "--help")
@@ -92,10 +101,10 @@ def bad_inputs(tmp_path):
 @pytest.mark.parametrize("case", ["empty", "text", "pdf", "random", "truncated", "1x1", "bomb", "missing"])
 def test_bad_input_is_refused_cleanly(tiny_models, tmp_path, case):
     path, reason = bad_inputs(tmp_path)[case]
-    r = run("classify", path, "--model", tiny_models["int8"], "--json")
+    r = run("classify", path, "--model", tiny_models["int8"], "--allow-unverified-model", "--json")
     assert r.exit_code == 3
     assert "Traceback" not in r.output
-    lines = r.stderr.splitlines()
+    lines = stderr_lines(r)
     assert len(lines) == 1
     row = json.loads(r.stdout)
     assert row["status"] == "error" and row["path"] == str(path)
@@ -122,26 +131,26 @@ def test_unreadable_file(tiny_models, scan_png, monkeypatch):
         monkeypatch.setattr(preprocess, "open", refusing_open, raising=False)
     else:
         scan_png.chmod(0)
-    r = run("classify", scan_png, "--model", tiny_models["int8"])
-    assert r.exit_code == 3 and r.stderr == f"{scan_png}: ERROR - permission denied\n"
+    r = run("classify", scan_png, "--model", tiny_models["int8"], "--allow-unverified-model")
+    assert r.exit_code == 3 and stderr_lines(r) == [f"{scan_png}: ERROR - permission denied"]
 
 
 def test_folder_with_no_images(tiny_models, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
-    r = run("classify", tmp_path / "empty", "--model", tiny_models["int8"])
+    r = run("classify", tmp_path / "empty", "--model", tiny_models["int8"], "--allow-unverified-model")
     assert r.exit_code == 3
-    assert r.stderr == f"{tmp_path / 'empty'}: ERROR - folder holds no images\n"
+    assert stderr_lines(r) == [f"{tmp_path / 'empty'}: ERROR - folder holds no images", "skipped 1 file: 1 not an image"]
 
 
 def test_mixed_batch_goes_on_and_writes_every_row(tiny_models, tmp_path, good_scans):
     bad = bad_inputs(tmp_path)
     paths = [good_scans[0], bad["text"][0], bad["missing"][0], good_scans[1]]
     out = tmp_path / "results.csv"
-    r = run("classify", *paths, "--model", tiny_models["int8"], "--output", out)
+    r = run("classify", *paths, "--model", tiny_models["int8"], "--allow-unverified-model", "--output", out)
     assert r.exit_code == 3
     assert len(r.stdout.splitlines()) == 2  # the two good scans
-    assert len(r.stderr.splitlines()) == 2
+    assert len(stderr_lines(r)) == 2
     import csv
 
     rows = list(csv.DictReader(out.open()))
@@ -151,7 +160,7 @@ def test_mixed_batch_goes_on_and_writes_every_row(tiny_models, tmp_path, good_sc
 
 def test_json_fields_and_jsonl_output(tiny_models, tmp_path, good_scans):
     out = tmp_path / "r.jsonl"
-    r = run("classify", *good_scans, "--model", tiny_models["int8"], "--json", "--output", out)
+    r = run("classify", *good_scans, "--model", tiny_models["int8"], "--allow-unverified-model", "--json", "--output", out)
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert rows == [json.loads(line) for line in out.read_text().splitlines()]
@@ -173,14 +182,14 @@ def test_folder_is_recursed(tiny_models, tmp_path, good_scans):
     (tmp_path / "a" / "b").mkdir(parents=True)
     shutil.copy(good_scans[0], tmp_path / "a" / "b" / "x.png")
     shutil.copy(good_scans[1], tmp_path / "a" / "y.jpg")
-    r = run("classify", tmp_path / "a", "--model", tiny_models["int8"], "--json")
+    r = run("classify", tmp_path / "a", "--model", tiny_models["int8"], "--allow-unverified-model", "--json")
     assert r.exit_code == 0
     assert [json.loads(x)["path"] for x in r.stdout.splitlines()] == [
         str(tmp_path / "a" / "b" / "x.png"), str(tmp_path / "a" / "y.jpg")]
 
 
 def test_bad_output_extension_is_a_usage_error(tiny_models, good_scans, tmp_path):
-    r = run("classify", good_scans[0], "--model", tiny_models["int8"], "--output", tmp_path / "r.txt")
+    r = run("classify", good_scans[0], "--model", tiny_models["int8"], "--allow-unverified-model", "--output", tmp_path / "r.txt")
     assert r.exit_code == 2 and "--output must end in .csv or .jsonl (got r.txt)" in r.stderr
 
 
@@ -213,7 +222,7 @@ def test_tampered_card_exits_4(tiny_models, tmp_path, scan_png):
 def test_embedded_card_alone_is_enough(tiny_models, tmp_path, good_scans):
     m = copy_model(tiny_models, tmp_path)
     m.with_suffix(".json").unlink()
-    r = run("classify", good_scans[0], "--model", m, "--json")
+    r = run("classify", good_scans[0], "--model", m, "--allow-unverified-model", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["status"] == "ok"
     r = run("info", "--model", m, "--json")
@@ -249,7 +258,7 @@ def test_bench_prints_figures(tiny_models):
 def test_audit_log_appends_hashes_only(tiny_models, tmp_path, good_scans):
     log = tmp_path / "audit.jsonl"
     for _ in range(2):
-        r = run("classify", good_scans[0], tmp_path / "missing.png", "--model", tiny_models["int8"],
+        r = run("classify", good_scans[0], tmp_path / "missing.png", "--model", tiny_models["int8"], "--allow-unverified-model",
                 "--audit-log", log)
         assert r.exit_code == 3
     lines = [json.loads(x) for x in log.read_text().splitlines()]
@@ -264,7 +273,8 @@ def test_audit_log_appends_hashes_only(tiny_models, tmp_path, good_scans):
 
 def test_heatmap_overlay_per_pneumonia_result(tiny_models, tmp_path, good_scans):
     """Overlays (NAME.heatmap.jpg) are written for PNEUMONIA results only; equal names are kept apart."""
-    r = run("classify", *good_scans, "--model", tiny_models["int8"], "--heatmap", tmp_path / "maps", "--json")
+    r = run("classify", *good_scans, "--model", tiny_models["int8"], "--allow-unverified-model", "--heatmap",
+            tmp_path / "maps", "--json")
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     for row, scan in zip(rows, good_scans):
@@ -276,7 +286,7 @@ def test_heatmap_overlay_per_pneumonia_result(tiny_models, tmp_path, good_scans)
             assert row["heatmap"] is None
     (tmp_path / "other").mkdir()
     shutil.copy(good_scans[0], tmp_path / "other" / good_scans[0].name)
-    r = run("classify", good_scans[0], tmp_path / "other" / good_scans[0].name, "--model", tiny_models["int8"],
+    r = run("classify", good_scans[0], tmp_path / "other" / good_scans[0].name, "--model", tiny_models["int8"], "--allow-unverified-model",
             "--heatmap", tmp_path / "maps2", "--json")
     assert r.exit_code == 0
     if json.loads(r.stdout.splitlines()[0])["label"] == "PNEUMONIA":

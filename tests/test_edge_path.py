@@ -31,7 +31,7 @@ def test_classify_imports_no_tensorflow(tiny_models, tmp_path):
 
     scan = tmp_path / "scan.png"
     Image.fromarray(xray_like()).save(scan)
-    p, r = probe(["classify", scan, "--model", tiny_models["int8"], "--json"])
+    p, r = probe(["classify", scan, "--model", tiny_models["int8"], "--allow-unverified-model", "--json"])
     assert r["heavy"] == [], r
     assert r["runtime"] in ("ai_edge_litert", "tflite_runtime")
     assert r["code"] in (0, 3, None)
@@ -58,7 +58,7 @@ def test_both_lightweight_runtimes_give_the_same_answers(tiny_models, subset):
         if importlib.util.find_spec(rt) is None:
             pytest.skip(f"{rt} is not installed")
         p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(["classify", str(subset), "--model",
-                            str(tiny_models["int8"]), "--json"])], capture_output=True, text=True, timeout=120,
+                            str(tiny_models["int8"]), "--allow-unverified-model", "--json"])], capture_output=True, text=True, timeout=120,
                            env=dict(os.environ, EDGE_XRAY_RUNTIME=rt))
         probe_out = json.loads(p.stderr.strip().splitlines()[-1])
         assert probe_out["runtime"] == rt and probe_out["heavy"] == []

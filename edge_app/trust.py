@@ -1,0 +1,68 @@
+"""Trusted models: the sha256 of every model file this package ships.
+
+A model card proves only that a file and its card belong together: anyone can copy the card of a real
+model onto a foreign network and recompute its checksums. What a card cannot fake is this list, which
+is part of the installed package: a model whose file sha256 is not here is "unverified" and is run only
+when the caller says so (`--allow-unverified-model`, `EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1`, or
+`load_model(..., allow_unverified=True)`); every row and audit entry then says `model_verified: false`.
+
+What it protects against: a swapped or copied-over model file, a foreign model with a copied card.
+What it does not: someone who can also edit the installed package (this file); a signed release
+(a signature checked against a key held outside the device) is the next step.
+
+Updating: when the bundled model changes, put the new files' sha256 here (`sha256sum
+edge_app/models/*.tflite`); tests/test_hardening.py checks that this list matches edge_app/models/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import ModelError
+
+ALLOW_ENV = "EDGE_XRAY_ALLOW_UNVERIFIED_MODEL"  # "1": the site allows unverified models (as the flag)
+
+# file name in edge_app/models/ -> sha256 of the .tflite file as shipped (card embedded)
+BUNDLED_SHA256 = {
+    "edge-xray-int8.tflite": "df65a49802deb7987851824514708808b356992f865e56d3dc899cf773fc6c9b",
+    "edge-xray-float32.tflite": "33a7a639555d8d5b49eb46426662c178e1241cf5c7795f3765b5c3e85336261d",
+    "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
+}
+TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
+
+
+def allowed_by_environment() -> bool:
+    return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_trusted(path) -> bool:
+    """True when the model file at PATH is one the package ships (by the sha256 of its bytes)."""
+    try:
+        return file_sha256(path) in TRUSTED_SHA256
+    except OSError:
+        return False
+
+
+def check_model(path, allow_unverified: bool = False) -> bool:
+    """model_verified for the model file at PATH; ModelError unless it is trusted or allowed."""
+    if is_trusted(path):
+        return True
+    if allow_unverified or allowed_by_environment():
+        return False
+    raise ModelError(f"{Path(path).name} is not a model shipped with edge-xray (sha256 not in the package's list): "
+                     "give --allow-unverified-model to run it anyway")
+
+
+def warning(path) -> str:
+    return (f"warning: {Path(path).name} is not a verified edge-xray model; its results are marked "
+            "model_verified: false")
