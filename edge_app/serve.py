@@ -185,6 +185,7 @@ class State:
         self.root = Path(tempfile.mkdtemp(prefix="edge-xray-serve-"))  # mode 0700
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
         self.lock = threading.Lock()  # one screening (interpreter, audit line) at a time
+        self.results_lock = threading.Lock()
         self.results: OrderedDict[int, Result] = OrderedDict()
         self.ids = itertools.count(1)
         self.uploads = itertools.count(1)
@@ -235,7 +236,7 @@ class State:
         return s, thumbnail, heatmap, digest
 
     def keep(self, s, thumbnail, heatmap, digest) -> Result:
-        with self.lock:
+        with self.results_lock:
             r = Result(next(self.ids), dt.datetime.now(dt.timezone.utc), s, thumbnail, heatmap, digest)
             self.results[r.id] = r
             while len(self.results) > self.max_results:
@@ -244,7 +245,7 @@ class State:
 
     def csv_bytes(self) -> bytes:
         """This session's results as `classify --output results.csv` writes them."""
-        with self.lock:
+        with self.results_lock:
             rows = [r.screening for r in self.results.values()]
         d = self.workdir()
         try:
@@ -476,7 +477,7 @@ def create_app(screener, *, audit_log=None, pin: str | None = None, max_upload_m
         return resp
 
     def page(shown=(), message=None, status=200):
-        with state.lock:
+        with state.results_lock:
             results = list(state.results.values())
         by_id = {r.id: r for r in results}
         cards = [by_id[i] for i in shown if i in by_id]
@@ -505,12 +506,12 @@ def create_app(screener, *, audit_log=None, pin: str | None = None, max_upload_m
 
     @app.post("/clear")
     def clear():
-        with state.lock:
+        with state.results_lock:
             state.results.clear()
         return redirect(url_for("index"), 303)
 
     def result(rid: int) -> Result:
-        with state.lock:
+        with state.results_lock:
             r = state.results.get(rid)
         if r is None:
             abort(404)

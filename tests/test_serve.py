@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,6 +145,21 @@ def test_api_refuses_bad_files_with_the_cli_reasons(made, tmp_path):
         assert {**row, "path": None} == {**want, "path": None}, f.name
     statuses = {r["status"] for r in expected.values()}
     assert statuses == {"error", "rejected"}
+
+
+def test_dicom_upload_is_screened_as_on_the_command_line(made, scan, tmp_path):
+    pytest.importorskip("pydicom")
+    from test_field import write_dicom
+
+    pixels = np.asarray(Image.open(scan).convert("L"), np.uint16) * 16
+    dcm = write_dicom(tmp_path / "scan.dcm", pixels)
+    (expected,) = cli_rows(dcm)
+    client = made().test_client()
+    row = post_file(client, "/api/classify", dcm).get_json()
+    assert expected["status"] == "ok" and {**row, "path": None} == {**expected, "path": None}
+    page = html.unescape(screen_on_page(client, [dcm]).get_data(as_text=True))
+    assert ANSWERS[answer(SimpleNamespace(**expected))][0] in page and "/result/1/thumbnail.png" in page
+    assert "Test^Child" not in page and "ID-0001" not in page  # no DICOM tags shown
 
 
 def test_api_needs_one_file(made):
@@ -382,13 +398,17 @@ def test_browser_screens_a_scan_and_opens_the_slip(tmp_path, screener):
     try:
         wait = WebDriverWait(driver, 60)
         driver.get(url)
-        files = [FULLRES / BACTERIAL, FULLRES / NORMAL]
+        bad = tmp_path / "notes.png"
+        bad.write_text("not a scan")
+        files = [FULLRES / BACTERIAL, FULLRES / NORMAL, bad]
         driver.find_element(By.ID, "file").send_keys("\n".join(str(f) for f in files))
         driver.find_element(By.ID, "go").click()
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#results .card")))
         words = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .answer")]
-        assert words == [ANSWERS[answer(screener.classify(f))][0] for f in files] == ["REFER TODAY",
-                                                                                      "No pneumonia found"]
+        assert words == [ANSWERS[answer(screener.classify(f))][0] for f in files] == [
+            "REFER TODAY", "No pneumonia found", "Not screened"]
+        reason = driver.find_element(By.CSS_SELECTOR, "#results .card.none .reason").text
+        assert reason == "notes.png: ERROR - not an image file (unknown or corrupt format)"  # as the CLI says it
         first = driver.find_element(By.CSS_SELECTOR, "#results .card")
         colour = first.find_element(By.CSS_SELECTOR, ".answer").value_of_css_property("color")
         assert colour.replace(" ", "") in ("rgba(176,0,32,1)", "rgb(176,0,32)")
@@ -421,9 +441,10 @@ def test_browser_screens_a_scan_and_opens_the_slip(tmp_path, screener):
 def save_screenshot(driver, path: Path, max_bytes=150_000):
     """The page as the README shows it: a palette PNG, under MAX_BYTES."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1000, min(max(height + 40, 900), 2000))
+    driver.set_window_size(1000, min(max(height + 140, 900), 2000))  # the window's frame included
+    driver.execute_script("window.scrollTo(0, 0)")
     im = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
-    for colours, side in ((128, 1000), (64, 900), (48, 800)):
+    for colours, side in ((128, 1000), (96, 1000), (64, 1000), (64, 900), (48, 800)):
         small = im if im.width <= side else im.resize((side, round(im.height * side / im.width)), Image.LANCZOS)
         small.quantize(colours, dither=Image.Dither.NONE).save(path, optimize=True)
         if path.stat().st_size < max_bytes:
