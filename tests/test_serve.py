@@ -274,8 +274,29 @@ def test_page_shows_answers_and_reasons(made, screener, tmp_path):
     heat = app.test_client().get("/result/1/heatmap.png")
     assert heat.status_code == 200 and heat.data.startswith(b"\x89PNG")
     assert app.test_client().get("/result/3/thumbnail.png").status_code == 404  # nothing decoded
+    assert app.test_client().get("/result/3/slip.png").status_code == 200
     # Content-Security-Policy: nothing but this server's own files
     assert "default-src 'none'" in app.test_client().get("/").headers["Content-Security-Policy"]
+
+
+def test_normal_results_without_a_heatmap(made, monkeypatch):
+    """The heatmap module may draw overlays for PNEUMONIA results only: then NORMAL results have none."""
+    need_data()
+    import edge_xray.heatmap
+
+    real = edge_xray.heatmap.save_heatmap
+
+    def pneumonia_only(card, im, features, result, cls, *a, **kw):
+        return None if result["label"] == "NORMAL" else real(card, im, features, result, cls, *a, **kw)
+
+    monkeypatch.setattr(edge_xray.heatmap, "save_heatmap", pneumonia_only)
+    client = made().test_client()
+    page = html.unescape(screen_on_page(client, [FULLRES / NORMAL, FULLRES / BACTERIAL]).get_data(as_text=True))
+    assert page.count("Show heatmap") == 1 and "No heatmap: drawn for pneumonia results only" in page
+    assert client.get("/result/1/heatmap.png").status_code == 404
+    assert client.get("/result/2/heatmap.png").status_code == 200
+    assert "no heatmap for this result" in client.get("/result/1/slip").get_data(as_text=True)
+    assert client.get("/result/1/slip.png").status_code == 200
 
 
 def test_csv_download_has_the_cli_columns(made, tmp_path):
