@@ -406,13 +406,17 @@ def create_app(screener, *, audit_log=None, pin: str | None = None, max_upload_m
     def refuse(status: int, message: str):
         if api():
             return Response(json.dumps({"error": message}), status, mimetype="application/json")
-        return Response(render_template("access.html", message=message, code_form=status in (401, 403) and
-                                        state.pin is not None, next=request.full_path.rstrip("?") if request.method == "GET" else "/"), status,
+        code_form = status in (401, 403) and state.pin is not None
+        back = request.full_path.rstrip("?") if request.method == "GET" else "/"  # where the code form returns
+        return Response(render_template("access.html", message=message, code_form=code_form, next=back), status,
                         headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                                             "form-action 'self'; frame-ancestors 'none'"})
 
     @app.before_request
     def guard():
+        origin = request.headers.get("Origin")
+        if request.method == "POST" and origin and origin.rstrip("/") != request.host_url.rstrip("/"):
+            return refuse(403, "refused: a request from another web site")  # cross-site form posts
         if state.pin is None:
             host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
             if not is_local(host):
@@ -421,12 +425,12 @@ def create_app(screener, *, audit_log=None, pin: str | None = None, max_upload_m
             return None
         if request.endpoint == "login":
             return None  # the login form checks the code itself
-        address = request.remote_addr or "?"
-        if state.locked_out(address):
-            return refuse(429, f"too many wrong access codes: wait {LOCKOUT_SECONDS} seconds")
         cookie = request.cookies.get(ACCESS_COOKIE)
         if cookie and hmac.compare_digest(cookie.encode("utf-8", "replace"), state.token.encode()):
             return None
+        address = request.remote_addr or "?"
+        if state.locked_out(address):
+            return refuse(429, f"too many wrong access codes: wait {LOCKOUT_SECONDS} seconds")
         given = request.headers.get(ACCESS_HEADER)
         if given is None:
             return refuse(401, "access code needed: enter the code shown on the device "
@@ -440,7 +444,7 @@ def create_app(screener, *, audit_log=None, pin: str | None = None, max_upload_m
     def headers(resp):
         resp.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Referrer-Policy"] = "same-origin"  # (no-referrer would make form posts "Origin: null")
         resp.headers["X-Frame-Options"] = "DENY"
         if request.endpoint != "static":
             resp.headers["Cache-Control"] = "no-store"
