@@ -120,6 +120,22 @@ def test_health_names_the_model(made, screener):
     assert body["site_sha256"] is None and body["threshold"] == screener.threshold
 
 
+def test_site_shows_in_health_rows_and_footer(screener, scan):
+    from edge_xray.screen import Screener
+    from edge_xray.site import Site
+
+    site = Site("site.json", 0.3, "ab" * 32, {})
+    app = create_app(Screener(screener.model, site=site))
+    try:
+        client = app.test_client()
+        assert client.get("/api/health").get_json()["site_sha256"] == "ab" * 32
+        row = post_file(client, "/api/classify", scan).get_json()
+        assert row["site_sha256"] == "ab" * 32 and row["threshold"] == 0.3
+        assert "site abababababab" in client.get("/").get_data(as_text=True)
+    finally:
+        app.extensions["edge_xray"].close()
+
+
 def test_api_classify_gives_the_cli_row(made, scan, tmp_path):
     audit = tmp_path / "audit.jsonl"
     r = post_file(made(audit_log=audit).test_client(), "/api/classify", scan)
