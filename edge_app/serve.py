@@ -545,7 +545,7 @@ def create_app(screener, *, audit_log=None, pin: str | None = None, max_upload_m
         im = render_slip(r, state.info)
         buf = io.BytesIO()
         if kind == "png":
-            im.save(buf, "PNG", optimize=True, dpi=(SLIP_DPI, SLIP_DPI))
+            im.save(buf, "PNG", compress_level=6, dpi=(SLIP_DPI, SLIP_DPI))
         else:
             im.save(buf, "PDF", resolution=SLIP_DPI, title="Referral slip", creator=f"edge-xray {__version__}")
         name = f"referral-slip-{r.time:%Y%m%d-%H%M}-{r.id}.{kind}"

@@ -164,6 +164,7 @@ def test_api_refuses_bad_files_with_the_cli_reasons(made, tmp_path):
     assert statuses == {"error", "rejected"}
 
 
+@pytest.mark.slow  # pydicom's import and a full-resolution DICOM: about 2 s
 def test_dicom_upload_is_screened_as_on_the_command_line(made, scan, tmp_path):
     pytest.importorskip("pydicom")
     from test_field import write_dicom
