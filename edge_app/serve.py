@@ -25,6 +25,7 @@ Safety:
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime as dt
 import hashlib
@@ -50,8 +51,9 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from . import __version__
 from .audit import AuditLog
 from .errors import ImageError, UsageError
-from .output import RowWriter, human_line
+from .output import human_line
 from .preprocess import IMAGE_SUFFIXES, load_scan
+from .screen import FIELDS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -244,20 +246,16 @@ class State:
         return r
 
     def csv_bytes(self) -> bytes:
-        """This session's results as `classify --output results.csv` writes them."""
+        """This session's results in the columns and format of `classify --output results.csv`, made in
+        memory (results never go to disk)."""
         with self.results_lock:
-            rows = [r.screening for r in self.results.values()]
-        d = self.workdir()
-        try:
-            w = RowWriter(d / "results.csv")
-            try:
-                for s in rows:
-                    w.write(s)
-            finally:
-                w.close()
-            return (d / "results.csv").read_bytes()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+            rows = [r.screening.to_dict() for r in self.results.values()]
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")  # as RowWriter writes them
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
+        return buf.getvalue().encode("utf-8")
 
     def check_code(self, given: str) -> bool:
         return hmac.compare_digest(given.encode("utf-8", "replace"), self.pin.encode("utf-8"))

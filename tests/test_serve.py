@@ -334,6 +334,10 @@ def test_csv_download_has_the_cli_columns(made, tmp_path):
     assert ours[0] == theirs[0] == list(FIELDS)
     i = FIELDS.index("path")
     assert sorted(row[:i] + row[i + 1:] for row in ours[1:]) == sorted(row[:i] + row[i + 1:] for row in theirs[1:])
+    theirs_text = out.read_bytes().decode()
+    for f in files:
+        theirs_text = theirs_text.replace(str(f), f.name)
+    assert r.get_data(as_text=True) == theirs_text  # byte for byte, line endings included
     assert client.post("/clear").status_code == 303
     assert len(list(csv.reader(io.StringIO(client.get("/results.csv").get_data(as_text=True))))) == 1
 
