@@ -61,7 +61,9 @@ class AuditLog:
         self.model_sha256 = model.sha256
         self.model_version = model.card.get("version")
 
-    def write(self, screening):
+    def write(self, screening) -> str:
+        """Append the entry of SCREENING; returns the sha256 of the line written (the next entry's
+        `prev_sha256`, and what a referral slip quotes)."""
         from .output import WriteError, printable
 
         row = printable(screening)
@@ -75,7 +77,8 @@ class AuditLog:
                 end = os.lseek(self.fd, 0, os.SEEK_END)
                 partial = end > 0 and os.pread(self.fd, 1, end - 1) != b"\n"
                 entry["prev_sha256"] = GENESIS if last is None else line_sha256(last)
-                data = (b"\n" if partial else b"") + json.dumps(entry).encode("utf-8") + b"\n"
+                line = json.dumps(entry).encode("utf-8")
+                data = (b"\n" if partial else b"") + line + b"\n"
                 try:
                     self._write(data)
                     self._sync()
@@ -90,6 +93,7 @@ class AuditLog:
         except OSError as e:
             raise WriteError(f"cannot write the audit log {self.path} ({e.strerror or e}): the batch stopped; "
                              "every entry before this one is kept") from None
+        return line_sha256(line)
 
     def _write(self, data: bytes):
         view = memoryview(data)

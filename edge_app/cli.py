@@ -420,6 +420,27 @@ def train_orientation(data_dir, out, epochs, seed):
     click.echo(f"{out}: {card['size_bytes'] / 1024:.1f} KB, sha256 {card['sha256']}")
 
 
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any other than 127.0.0.1, localhost or ::1 needs an access code.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
+@model_option
+@site_option
+@click.option("--audit-log", type=click.Path(dir_okay=False), default=None,
+              help="Append one JSON line per screening (hashes and results, no pixels or patient data).")
+@click.option("--pin", default=None, help="The access code (default: none on this device's own addresses, "
+                                          "a new random one, printed at start, on any other).")
+@allow_unverified_option
+def serve(host, port, model, site, audit_log, pin, allow_unverified):
+    """Serve the screening page (and POST /api/classify) to a browser, offline. Stop with Ctrl+C."""
+    from .serve import serve as run
+
+    with user_errors():
+        run(model, host=host, port=port, site=site, audit_log=audit_log, pin=pin, allow_unverified=allow_unverified,
+            echo=lambda line: click.echo(line) or sys.stdout.flush())
+
+
 def main():
     cli(prog_name="edge-xray")
 
