@@ -1,4 +1,7 @@
-"""`edge-xray bench`: the device check after setup. Prints figures; asserts nothing."""
+"""`edge-xray bench`: the device check after setup. Prints figures; asserts nothing.
+
+Beside the figures it names what decides them: the runtime and its version, whether the XNNPACK
+delegate was applied, the CPU model and its int8 features (edge_app/platform_info.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from .platform_info import platform_report
 from .preprocess import decode_bytes, prepare
 from .runtime import Model
 
@@ -64,7 +68,7 @@ def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) 
         "model": str(m.path),
         "model_format": m.card.get("format"),
         "model_size_kb": round(os.path.getsize(m.path) / 1024, 1),
-        "runtime": m.runtime,
+        **platform_report(m),  # runtime, its version, XNNPACK applied, CPU model and int8 features
         "threads": m.threads,
         "input": f"{m.size}x{m.size}",
         "model_ms_p50": round(float(np.percentile(times, 50)), 3),

@@ -186,19 +186,23 @@ def info(model, as_json):
     card["model_path"] = str(m.path)
     if card.get("float_model"):
         card["float_model"] = str((m.path.parent / card["float_model"]).resolve())
-    card["runtime"] = m.runtime
-    from .trust import is_trusted  # hardening: is this a model the package ships?
+    from .platform_info import platform_lines, platform_report
+    from .trust import is_trusted
 
     card["model_verified"] = is_trusted(m.path)
+    plat = platform_report(m)
+    card.update(plat)
     if as_json:
         _echo_json(card)
         return
     card.pop("cam", None)
     card.pop("gate", None)
     for k in ("name", "version", "format", "model_path", "sha256", "size_bytes", "labels", "threshold",
-              "temperature", "float_model", "runtime", "model_verified"):
+              "temperature", "float_model", "model_verified"):
         if k in card:
             click.echo(f"{k}: {card[k]}")
+    for line in platform_lines(plat):  # issue 14
+        click.echo(line)
     click.echo(f"input: {json.dumps(card.get('input'))}")
     for k in ("metrics", "training", "calibration"):
         if k in card:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,38 +57,75 @@ def interpreter_class():
             continue
     if wanted:
         raise ModelError(f"{RUNTIME_ENV}={wanted}, but {wanted} is not installed")
-    raise ModelError("no TFLite runtime installed: pip install 'edge-xray[edge]'")
+    raise ModelError(no_runtime_message())
+
+
+def no_runtime_message(machine: str | None = None) -> str:
+    """What to install, in one line, when no runtime imports (issue 14: 32-bit has no LiteRT)."""
+    machine = machine or platform.machine()
+    if machine.lower() in ("armv7l", "armv6l", "armhf", "arm"):
+        return (f"no TFLite runtime installed, and LiteRT has no {machine} (32-bit) build: install a "
+                "64-bit OS (Raspberry Pi OS 64-bit runs on Pi 3, 4, 5 and Zero 2 W), then "
+                "pip install 'edge-xray[edge]'")
+    return "no TFLite runtime installed: pip install 'edge-xray[edge]' (installs ai-edge-litert)"
 
 
 def load_interpreter(flatbuffer: bytes, threads: int | None = None):
     """(allocated interpreter, runtime name) for a model's flatbuffer; ModelError if it is not one."""
+    it, runtime, _ = _load_interpreter(flatbuffer, threads)
+    return it, runtime
+
+
+def _load_interpreter(flatbuffer: bytes, threads: int | None = None):
+    """(allocated interpreter, runtime name, XNNPACK applied: True, False or None if unknown)."""
     Interpreter, runtime = interpreter_class()
     try:
-        with _quiet_stderr():  # the runtime prints an INFO line about its CPU delegate
+        # issue 14: only the runtime's INFO line about its CPU delegate is dropped; any other line
+        # (e.g. "Error in cpuinfo: ...", which means no XNNPACK) still reaches stderr
+        with _filtered_stderr() as seen:
             it = Interpreter(model_content=flatbuffer, num_threads=threads or default_threads())
             it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"not a valid TFLite model ({str(e).splitlines()[0]})") from None
-    return it, runtime
+    if seen is None:
+        return it, runtime, None
+    # the runtime logs the INFO line once per process: later interpreters of the same runtime have the
+    # delegate too, unless this one printed an error (e.g. "Error in cpuinfo", which means no XNNPACK)
+    if XNNPACK_INFO in seen:
+        _XNNPACK_SEEN.add(runtime)
+    applied = runtime in _XNNPACK_SEEN and not any("rror" in line for line in seen)
+    return it, runtime, applied
+
+
+XNNPACK_INFO = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_XNNPACK_SEEN: set = set()  # runtimes that reported their XNNPACK delegate in this process
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C-level writes to stderr (fd 2) for the duration."""
+def _filtered_stderr(drop=(XNNPACK_INFO,)):
+    """Capture C-level writes to stderr (fd 2) for the duration, then write them back without the
+    lines in DROP. Yields the list of captured lines (filled on exit), or None when fd 2 cannot be
+    captured (no real fd 2, e.g. under a test runner's capture): then nothing is filtered."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (e.g. under a test runner's capture)
-        yield
+    except (OSError, ValueError):
+        yield None
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+            kept = [line for line in lines if line.strip() not in drop]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
 
 
 def default_threads() -> int:
@@ -120,7 +159,7 @@ class Model:
             self.path, self.card, self.sha256 = Path("<converted>"), ModelCard({}), None
         self.threads = threads or default_threads()
         try:
-            self.interpreter, self.runtime = load_interpreter(flatbuffer, self.threads)
+            self.interpreter, self.runtime, self.xnnpack = _load_interpreter(flatbuffer, self.threads)
         except ModelError as e:
             raise ModelError(f"{self.path.name}: {e}") from None
         inp = self.interpreter.get_input_details()
