@@ -177,7 +177,10 @@ def bench(model, threads, image, runs, as_json):
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False),
               help="A finished run to distil from (repeat for an ensemble).")
-def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet, teachers):
+@click.option("--shift-swap", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of training images given the other class's acquisition look.")
+def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet, teachers,
+          shift_swap):
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
     from .train.model import DEFAULT_ARCH, DEFAULT_SIZE
     from .train.train import train as run
@@ -185,7 +188,7 @@ def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resu
     with user_errors():
         try:
             run(data_dir, out, epochs=epochs, qat_epochs=qat_epochs, image_size=image_size or DEFAULT_SIZE, arch=arch or DEFAULT_ARCH, limit=limit, seed=seed,
-                resume=resume, strategy=strategy, quiet=quiet, teachers=teachers)
+                resume=resume, strategy=strategy, quiet=quiet, teachers=teachers, shift_swap=shift_swap)
         except KeyboardInterrupt:
             raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} --resume`") from None
 

@@ -54,6 +54,10 @@ class TrainConfig:
     val_fraction: float = 0.15
     sensitivity_target: float = metrics.SENSITIVITY_TARGET
     threshold_cap: float = metrics.MAX_THRESHOLD
+    # issue 9: the default operating point (metrics.choose_operating_point); the two above are the legacy rule
+    operating_target: float = metrics.OPERATING_TARGET
+    operating_confidence: float = metrics.OPERATING_CONFIDENCE
+    shift_swap: float = 0.0  # share of training images given the other class's acquisition look (aug.shift_proxy)
     limit: int | None = None
     seed: int = 0
     strategy: str = "default"
@@ -135,7 +139,10 @@ class BatchMaker:
         q: queue.Queue = queue.Queue(maxsize=4)
 
         def one(i, s):
-            return aug.augment(self.images[i], cfg.image_size, np.random.default_rng(s))
+            rng_i, img = np.random.default_rng(s), self.images[i]
+            if cfg.shift_swap and rng_i.random() < cfg.shift_swap:  # issue 9 variant; off by default
+                img = aug.shift_proxy(img, int(self.labels[i]))
+            return aug.augment(img, cfg.image_size, rng_i)
 
         def produce():
             for b in range(0, self.steps() * cfg.batch_size, cfg.batch_size):
@@ -281,7 +288,7 @@ def _fit_phase(phase, model, maker, cfg, epochs, lr, run, state, val_x, val_y, q
 def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SIZE, limit: int | None = None,
           seed: int = 0, resume: bool = False, strategy: str = "default", quiet: bool = False,
           qat_epochs: int | None = None, arch: str = DEFAULT_ARCH, batch_size: int = 32,
-          teachers=(), callbacks=None) -> dict:
+          teachers=(), callbacks=None, shift_swap: float = 0.0) -> dict:
     """Train a run into OUT; returns its metrics. See the module docstring for the run folder.
 
     With RESUME, the run's own configuration is used; EPOCHS and QAT_EPOCHS, when given, extend it.
@@ -309,7 +316,7 @@ def train(data_dir, out, epochs: int | None = None, image_size: int = DEFAULT_SI
             raise TrainError(f"{out}: already holds a run; use --resume or another --out")
         cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS, qat_epochs=qat_epochs or DEFAULT_QAT_EPOCHS,
                           image_size=image_size, arch=arch, teachers=[Path(t).name for t in teachers],
-                          batch_size=batch_size, limit=limit, seed=seed, strategy=strategy)
+                          batch_size=batch_size, limit=limit, seed=seed, strategy=strategy, shift_swap=shift_swap)
         state = {"phase": None, "epoch": 0, "history": []}
     (run / "ckpt").mkdir(parents=True, exist_ok=True)
 
@@ -439,11 +446,19 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
     raw = metrics.softmax(logits)
     cal = metrics.softmax(logits, temperature, bias)
     p = metrics.pneumonia_probability(cal)
-    threshold = metrics.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
-    val = metrics.screening_report(val_y, cal, threshold)
     # shift proxy: the validation images with their class-typical acquisition swapped
     proxy_x = prepare_all(np.stack([aug.shift_proxy(a, int(c)) for a, c in zip(images[va], val_y)]), cfg.image_size)
-    proxy = metrics.screening_report(val_y, metrics.softmax(_eval_logits(model, proxy_x), temperature, bias), threshold)
+    proxy_cal = metrics.softmax(_eval_logits(model, proxy_x), temperature, bias)
+    # --- operating point (issue 9): the harder of validation and shift proxy, with a sampling margin
+    legacy = metrics.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
+    threshold, operating_point = metrics.choose_operating_point(
+        val_y > 0, p, val_y > 0, metrics.pneumonia_probability(proxy_cal), cfg.operating_target,
+        cfg.operating_confidence)
+    operating_point["legacy"] = {"threshold": legacy, "rule": f"highest threshold with validation sensitivity >= "
+                                 f"{cfg.sensitivity_target}, capped at {cfg.threshold_cap}"}
+    # --- end operating point
+    val = metrics.screening_report(val_y, cal, threshold)
+    proxy = metrics.screening_report(val_y, proxy_cal, threshold)
     train_x = prepare_all(images[tr], cfg.image_size)
     train_m = metrics.screening_report(labels[tr], metrics.softmax(_eval_logits(model, train_x), temperature, bias),
                                        threshold)
@@ -454,8 +469,8 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
         "calibration_rule": "softmax(logits / temperature + logit_bias); logit_bias undoes the class weights, "
                             "the temperature minimises validation NLL",
         "threshold": threshold,
-        "threshold_rule": f"highest threshold with validation sensitivity >= {cfg.sensitivity_target}, "
-                          f"capped at {cfg.threshold_cap}",
+        "threshold_rule": operating_point["rule"],  # issue 9: was the legacy rule, kept in operating_point
+        "operating_point": operating_point,
         "ece_before": metrics.expected_calibration_error(val_y > 0, metrics.pneumonia_probability(raw)),
         "val": val,
         "shift_proxy": proxy,
