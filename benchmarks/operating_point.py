@@ -54,10 +54,10 @@ def rules(y, p_val, p_proxy):
         "legacy: val sens >= 0.97, cap 0.5": metrics.choose_threshold(y, p_val, 0.97, 0.5),
         "val sens >= 0.95": metrics.choose_threshold(y, p_val, TARGET, 1.0),
         "val sens >= 0.97, no cap": metrics.choose_threshold(y, p_val, 0.97, 1.0),
-        "val 95% Wilson bound >= 0.95": op(y_val=y, p_val=p_val),
-        "min(val, proxy) sens >= 0.95": min(metrics.choose_threshold(y, p_val, TARGET, 1.0),
-                                            metrics.choose_threshold(y, p_proxy, TARGET, 1.0)),
-        "min(val, proxy) Wilson >= 0.95 (new default)": op(y_val=y, p_val=p_val, y_proxy=y, p_proxy=p_proxy),
+        "val 95% Wilson bound >= 0.95": op(y_val=y, p_val=p_val, confidence=0.95),
+        "min(val, proxy) sens >= 0.95 (new default)": op(y_val=y, p_val=p_val, y_proxy=y, p_proxy=p_proxy),
+        "min(val, proxy) Wilson bound >= 0.95": op(y_val=y, p_val=p_val, y_proxy=y, p_proxy=p_proxy,
+                                                   confidence=0.95),
         "proxy sens >= 0.97": metrics.choose_threshold(y, p_proxy, 0.97, 1.0),
     }
 

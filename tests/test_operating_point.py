@@ -40,8 +40,8 @@ def test_harder_proxy_binds_and_keeps_its_target():
     y, p = _scores(600, 200, 4.0, -3.0, 1)
     rng = np.random.default_rng(2)
     p_proxy = np.where(y, p * rng.uniform(0.5, 1.0, len(p)), np.minimum(1, p * 1.5))  # pneumonia scores fall
-    t_val, _ = metrics.choose_operating_point(y, p)
-    t, rec = metrics.choose_operating_point(y, p, y, p_proxy)
+    t_val, _ = metrics.choose_operating_point(y, p, confidence=0.95)
+    t, rec = metrics.choose_operating_point(y, p, y, p_proxy, confidence=0.95)
     assert rec["binding_set"] == "shift_proxy"
     assert t < t_val and t == pytest.approx(rec["per_set_threshold"]["shift_proxy"], abs=1e-4)
     for name, scores in (("val", p), ("shift_proxy", p_proxy)):
@@ -75,3 +75,15 @@ def test_no_pneumonia_is_an_error_and_legacy_rule_unchanged():
         metrics.choose_operating_point(y, np.linspace(0, 1, 10))
     y, p = _scores(600, 200, 4.0, -3.0, 4)
     assert metrics.choose_threshold(y, p) <= metrics.MAX_THRESHOLD  # the legacy rule keeps its cap
+
+
+def test_default_is_the_plain_target_on_the_harder_set():
+    y, p = _scores(500, 200, 3.5, -3.0, 5)
+    p_proxy = np.where(y, p * 0.7, np.minimum(1, p * 1.3))
+    t, rec = metrics.choose_operating_point(y, p, y, p_proxy)  # defaults: 95 %, no sampling bound
+    assert metrics.OPERATING_TARGET == 0.95 and metrics.OPERATING_CONFIDENCE is None
+    assert t == min(metrics.choose_threshold(y, p, 0.95, 1.0), metrics.choose_threshold(y, p_proxy, 0.95, 1.0))
+    assert (p_proxy[y] >= t).mean() >= 0.95 and (p[y] >= t).mean() >= 0.95
+    assert rec["confidence"] is None and "Wilson" not in rec["rule"]
+    # a sampling bound on top can only lower the threshold
+    assert metrics.choose_operating_point(y, p, y, p_proxy, confidence=0.95)[0] <= t
