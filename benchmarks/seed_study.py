@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ("val AUC", "val acc", "val sens", "val spec", "proxy AUC", "proxy sens", "proxy spec",
-           "bact/viral", "ECE", "threshold", "legacy threshold", "legacy proxy spec", "wall min")
+           "bact/viral", "ECE", "threshold", "legacy threshold", "legacy proxy spec")
 
 
 def figures(run: Path) -> tuple[str, int, list[float]]:
@@ -30,8 +30,7 @@ def figures(run: Path) -> tuple[str, int, list[float]]:
     recipe = f"{cfg['arch']}@{cfg['image_size']} {cfg['epochs']}+{cfg['qat_epochs']}" + (
         f", shift swap {cfg['shift_swap']}" if cfg.get("shift_swap") else "")
     row = [v["auc"], v["accuracy"], v["sensitivity"], v["specificity"], p["auc"], p["sensitivity"],
-           p["specificity"], v["bacterial_vs_viral_accuracy"], v["ece"], m["threshold"], legacy, legacy_spec,
-           m["wall_seconds"] / 60]
+           p["specificity"], v["bacterial_vs_viral_accuracy"], v["ece"], m["threshold"], legacy, legacy_spec]
     return recipe, cfg["seed"], row
 
 
