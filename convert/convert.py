@@ -191,7 +191,8 @@ def make_card(model, run, mode, converted, manifest, version) -> dict:
         m, cfg = run.metrics, run.config
         card.update(temperature=m["temperature"], logit_bias=m.get("logit_bias", [0.0, 0.0, 0.0]),
                     threshold=m["threshold"], threshold_rule=m.get("threshold_rule"),
-                    calibration_rule=m.get("calibration_rule"))
+                    calibration_rule=m.get("calibration_rule"),
+                    operating_point=m.get("operating_point"))  # issue 9: rule, assumption, expected figures
         card["metrics"] = {
             "data": "patient-level validation split of the training data (see training.data); the QAT model",
             "val": _headline(m["val"]),
@@ -204,7 +205,8 @@ def make_card(model, run, mode, converted, manifest, version) -> dict:
                             "command": (f"edge-xray train DATA_DIR --out RUN_DIR --epochs {t['epochs']} "
                                         f"--qat-epochs {t['qat_epochs']} --image-size {t['image_size']} "
                                         f"--arch {t['arch']} --seed {t['seed']}"
-                                        + (f" --limit {t['limit']}" if t.get("limit") else "")),
+                                        + (f" --limit {t['limit']}" if t.get("limit") else "")
+                                        + (f" --shift-swap {t['shift_swap']}" if t.get("shift_swap") else "")),
                             "wall_seconds": m.get("wall_seconds")}
     if manifest is not None:
         card["calibration"] = {"npz_sha256": manifest["npz_sha256"], "count": manifest["count"],

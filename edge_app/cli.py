@@ -244,13 +244,17 @@ def bench(model, threads, image, runs, as_json):
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False),
               help="A finished run to distil from (repeat for an ensemble).")
-def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet, teachers):
+@click.option("--shift-swap", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of training images given the other class's acquisition look.")
+def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, resume, strategy, quiet, teachers,
+          shift_swap):
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
     from .train.train import train as run
 
     options = dict(epochs=epochs, qat_epochs=qat_epochs)
     if not resume:
-        options.update(image_size=image_size, arch=arch, limit=limit, seed=seed, strategy=strategy)
+        options.update(image_size=image_size, arch=arch, limit=limit, seed=seed, strategy=strategy,
+                       shift_swap=shift_swap or None)
     with user_errors():
         try:
             run(data_dir, out, resume=resume, quiet=quiet, teachers=teachers,

@@ -27,7 +27,13 @@ def test_run_folder_holds_every_artifact(tiny_run):
     for key in ("accuracy", "sensitivity", "specificity", "auc", "confusion_2class", "confusion_3class",
                 "bacterial_vs_viral_accuracy", "type_I_errors", "type_II_errors"):
         assert key in m["val"], key
-    assert 0 < m["temperature"] and 0 < m["threshold"] <= 0.5
+    assert 0 < m["temperature"] and 0 < m["threshold"] < 1
+    op = m["operating_point"]  # issue 9: the rule, its assumption and the figures it expects
+    assert m["threshold_rule"] == op["rule"] and op["assumption"] and op["target_sensitivity"] == 0.95
+    assert set(op["expected"]) == {"val", "shift_proxy"}
+    assert m["threshold"] == pytest.approx(min(op["per_set_threshold"].values()), abs=1e-4)
+    assert op["expected"]["val"]["sensitivity"] == pytest.approx(m["val"]["sensitivity"], abs=1e-4)
+    assert 0 < op["legacy"]["threshold"] <= 0.5 and cfg["train"]["shift_swap"] == 0.0
     assert "ece_before" in m and "shift_proxy" in m and "train" in m and m["wall_seconds"] > 0
 
 

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,10 @@ class TrainConfig:
     val_fraction: float = 0.15
     sensitivity_target: float = metrics.SENSITIVITY_TARGET
     threshold_cap: float = metrics.MAX_THRESHOLD
+    # issue 9: the default operating point (metrics.choose_operating_point); the two above are the legacy rule
+    operating_target: float = metrics.OPERATING_TARGET
+    operating_confidence: float = metrics.OPERATING_CONFIDENCE
+    shift_swap: float = 0.0  # share of training images given the other class's acquisition look (aug.shift_proxy)
     limit: int | None = None
     seed: int = 0
     strategy: str = "default"
@@ -122,7 +126,10 @@ class BatchMaker:
         q: queue.Queue = queue.Queue(maxsize=4)
 
         def one(i, s):
-            return aug.augment(self.images[i], cfg.image_size, np.random.default_rng(s))
+            rng_i, img = np.random.default_rng(s), self.images[i]
+            if cfg.shift_swap and rng_i.random() < cfg.shift_swap:  # issue 9 variant; off by default
+                img = aug.shift_proxy(img, int(self.labels[i]))
+            return aug.augment(img, cfg.image_size, rng_i)
 
         def produce():
             for b in range(0, self.steps() * cfg.batch_size, cfg.batch_size):
@@ -404,7 +411,9 @@ def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = Fa
     if resume:
         if not run.has(STATE):
             raise EdgeXrayError(f"{out}: nothing to resume (no state.json); start without --resume")
-        state, cfg = run.state, TrainConfig(**run.config["train"])
+        stored = run.config["train"]
+        known = {f.name for f in fields(TrainConfig)}
+        state, cfg = run.state, TrainConfig(**{k: v for k, v in stored.items() if k in known})
         changed = sorted(k for k, v in options.items()
                          if k not in ("epochs", "qat_epochs") and v is not None and getattr(cfg, k, v) != v)
         if changed:
@@ -454,11 +463,19 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
     raw = softmax(logits)
     cal = softmax(logits, temperature, bias)
     p = pneumonia_probability(cal)
-    threshold = metrics.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
-    val = metrics.screening_report(val_y, cal, threshold)
     # shift proxy: the validation images with their class-typical acquisition swapped
     proxy_x = prepare_all(np.stack([aug.shift_proxy(a, int(c)) for a, c in zip(images[va], val_y)]), cfg.image_size)
-    proxy = metrics.screening_report(val_y, softmax(_eval_logits(model, proxy_x), temperature, bias), threshold)
+    proxy_cal = softmax(_eval_logits(model, proxy_x), temperature, bias)
+    # --- operating point (issue 9): the harder of validation and shift proxy, with a sampling margin
+    legacy = metrics.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
+    threshold, operating_point = metrics.choose_operating_point(
+        val_y > 0, p, val_y > 0, pneumonia_probability(proxy_cal), cfg.operating_target,
+        cfg.operating_confidence)
+    operating_point["legacy"] = {"threshold": legacy, "rule": f"highest threshold with validation sensitivity >= "
+                                 f"{cfg.sensitivity_target}, capped at {cfg.threshold_cap}"}
+    # --- end operating point
+    val = metrics.screening_report(val_y, cal, threshold)
+    proxy = metrics.screening_report(val_y, proxy_cal, threshold)
     train_x = prepare_all(images[tr], cfg.image_size)
     train_m = metrics.screening_report(labels[tr], softmax(_eval_logits(model, train_x), temperature, bias),
                                        threshold)
@@ -469,8 +486,8 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
         "calibration_rule": "softmax(logits / temperature + logit_bias); logit_bias undoes the class weights, "
                             "the temperature minimises validation NLL",
         "threshold": threshold,
-        "threshold_rule": f"highest threshold with validation sensitivity >= {cfg.sensitivity_target}, "
-                          f"capped at {cfg.threshold_cap}",
+        "threshold_rule": operating_point["rule"],  # issue 9: was the legacy rule, kept in operating_point
+        "operating_point": operating_point,
         "ece_before": metrics.expected_calibration_error(val_y > 0, pneumonia_probability(raw)),
         "val": val,
         "shift_proxy": proxy,
