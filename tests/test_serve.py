@@ -514,7 +514,7 @@ def test_browser_needs_the_access_code_off_this_device(tmp_path):
     assert url.startswith("http://127.0.0.2:") and code and len(code) == CODE_DIGITS
     try:
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(url + "api/health", timeout=5)
+            urllib.request.urlopen(url + "api/health", timeout=30)
         assert e.value.code == 401
         driver = webdriver.Chrome(options=opts, service=service)
         try:
