@@ -32,7 +32,6 @@ from PIL import Image, ImageDraw
 from edge_xray.calibration.negatives import negatives
 import edge_xray
 from edge_xray.train.rundir import RunDir
-from edge_xray.runtime import Model
 
 
 def synthetic(rng):

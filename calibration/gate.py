@@ -46,17 +46,24 @@ MIN_SCALE = 1e-4  # floor of the feature-map spread per channel and region
 MIN_STAT_SCALE = 1e-3  # floor of a statistic's standard deviation (they are logs, ratios, correlations)
 
 
-def features_of(model, paths):
-    """(prepared images, feature maps) of the readable PATHS through MODEL (an edge_xray.runtime.Model)."""
-    xs, fs = [], []
+def run_scans(model, paths):
+    """(prepared image, logits, feature map) of each readable scan in PATHS, through MODEL (an
+    edge_xray.runtime.Model); unreadable files are passed over."""
     for p in paths:
         try:
             x = load_and_prepare(p, model.size)
         except ImageError:
             continue
-        _, f = model.run(x, features=True)
+        logits, f = model.run(x, features=True)
+        yield x, logits, np.asarray(f, np.float32)
+
+
+def features_of(model, paths):
+    """(prepared images, feature maps) of the readable PATHS through MODEL."""
+    xs, fs = [], []
+    for x, _, f in run_scans(model, paths):
         xs.append(x)
-        fs.append(np.asarray(f, np.float32))
+        fs.append(f)
     return xs, fs
 
 

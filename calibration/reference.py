@@ -10,9 +10,8 @@ import numpy as np
 
 from edge_xray.card import ModelCard
 from edge_xray.decision import Calibration, pneumonia_probability
-from edge_xray.errors import ImageError
+from edge_xray.calibration.gate import run_scans
 from edge_xray.gate import Gate
-from edge_xray.preprocess import load_and_prepare
 from edge_xray.site import quantiles
 from edge_xray.train.data import scan_folder
 from edge_xray.train.rundir import RunDir, file_key
@@ -25,12 +24,7 @@ def fit_reference(model, card: dict, run, data_dir) -> dict:
     cal = Calibration.from_card(ModelCard(card))
     gate = Gate.from_card(card)
     p, dist = [], []
-    for path in paths:
-        try:
-            x = load_and_prepare(path, model.size)
-        except ImageError:
-            continue
-        logits, features = model.run(x, features=True)
+    for _, logits, features in run_scans(model, paths):
         p.append(float(pneumonia_probability(cal.probabilities(logits))))
         d = gate.feature_distance(features)
         if d is not None:

@@ -91,7 +91,8 @@ def export_model(model):
     return keras.Model(model.input, [model.output, feats.output])
 
 
-def _convert(model, mode: str, calibration: np.ndarray | None) -> bytes:
+def convert_network(model, mode: str, calibration: np.ndarray | None) -> bytes:
+    """A Keras network to a TFLite flatbuffer: MODE int8 (the INT8 preset above), float32 or float16."""
     tf, _ = tf_keras()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode == "int8":
@@ -138,7 +139,7 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str = __
         net = export_model(model)
     else:
         net = export_model(float_twin(model))
-    flatbuffer = _convert(net, mode, cal_x)
+    flatbuffer = convert_network(net, mode, cal_x)
     from edge_xray.runtime import Model
 
     converted = Model(flatbuffer=flatbuffer)  # TensorFlow is loaded here, so this is tf.lite's interpreter

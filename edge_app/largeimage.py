@@ -129,7 +129,6 @@ def _strips(w, h, depth, ctype, idat, extra, strip_rows):
             have += len(out)
             if not out and not inflate.unconsumed_tail and inflate.eof:
                 raise ImageError("corrupt or truncated image (PNG data ends early)")
-        raw = b"".join(parts)
         rows = k if prev is None else k + 1
         ihdr = struct.pack(">IIBBBBB", w, rows, depth, ctype, 0, 0, 0)
         stream = _stored_zlib(parts if prev is None else [prev] + parts)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import hashlib
 import hmac
 import io
 import itertools

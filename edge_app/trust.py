@@ -16,11 +16,11 @@ edge_app/models/*.tflite`); tests/test_hardening.py checks that this list matche
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from .errors import ModelError
+from .preprocess import file_sha256
 
 ALLOW_ENV = "EDGE_XRAY_ALLOW_UNVERIFIED_MODEL"  # "1": the site allows unverified models (as the flag)
 
@@ -35,14 +35,6 @@ TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
 
 def allowed_by_environment() -> bool:
     return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_trusted(path) -> bool:

@@ -520,12 +520,17 @@ def test_browser_needs_the_access_code_off_this_device(tmp_path):
         try:
             driver.get(url)
             assert "access code needed" in driver.find_element(By.TAG_NAME, "body").text
+            from selenium.webdriver.support import expected_conditions as ec
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            wait = WebDriverWait(driver, 60)  # each submit loads a new page: wait for it, the machine may be busy
             driver.find_element(By.ID, "code").send_keys("00000000" if code != "00000000" else "11111111")
             driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-            assert "wrong access code" in driver.find_element(By.TAG_NAME, "body").text
+            wait.until(lambda d: "wrong access code" in d.find_element(By.TAG_NAME, "body").text)
             driver.find_element(By.ID, "code").send_keys(code)
             driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-            assert driver.find_element(By.ID, "go").text == "Screen"  # the page, after the code
+            go = wait.until(ec.presence_of_element_located((By.ID, "go")))
+            assert go.text == "Screen"  # the page, after the code
             driver.get(url + "static/app.css")
             assert "--today" in driver.find_element(By.TAG_NAME, "body").text  # the cookie carries on
         finally:

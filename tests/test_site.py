@@ -1,7 +1,6 @@
 """Site calibration and drift check: the statistics on synthetic scores, the CLI on real scans."""
 
 import json
-import math
 
 import numpy as np
 import pytest

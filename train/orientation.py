@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from edge_xray import __version__
 from edge_xray.card import ModelCard
+from edge_xray.convert.convert import CALIBRATION_STEPS
 from edge_xray.errors import EdgeXrayError, InputError, UsageError
 from edge_xray.orientation import ANGLES, CONFIDENCE, MODEL_NAME, OrientationModel, rotate_clockwise
 
@@ -36,6 +36,7 @@ from . import augment as aug
 from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
 from .model import ARCHITECTURES, build_model, multiply_adds
 from .tfcompat import tf_keras, tfmot
+from .train import package_versions
 
 IMAGE_SIZE = 64  # px: orientation needs only the coarse layout (shoulders up, diaphragm down)
 ARCH = "xs"  # train/model.py's smallest structure, with a 4-way head
@@ -50,7 +51,6 @@ QAT_LEARNING_RATE = 2e-4
 LABEL_SMOOTHING = 0.05
 VAL_FRACTION = 0.15  # and seed 0 by default: the same split as `edge-xray train`
 P_MIRROR = 0.5  # left-right mirrors keep their label: "upright" is about up and down only
-CALIBRATION_STEPS = 300  # representative views for the int8 converter (as convert.CALIBRATION_STEPS)
 # Mild augmentation: train/augment.py's ranges, with the tone ranges narrowed.
 ROTATION_DEG = aug.ROTATION_DEG  # +-7 degrees
 ZOOM = aug.ZOOM
@@ -155,19 +155,10 @@ def _fit(model, images, size, epochs, lr, batch_size, seed, val, quiet, phase, s
 
 
 def _convert_int8(model, calibration: np.ndarray) -> bytes:
-    tf, _ = tf_keras()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    """The project's INT8 preset (edge_xray.convert.convert), on the orientation network."""
+    from edge_xray.convert.convert import convert_network
 
-    def representative():
-        for x in calibration[:CALIBRATION_STEPS]:
-            yield [x[None].astype(np.float32)]
-
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    return convert_network(model, "int8", calibration)
 
 
 def rotation_report(probs: np.ndarray, truth: np.ndarray, confidence: float = CONFIDENCE) -> dict:
@@ -180,18 +171,6 @@ def rotation_report(probs: np.ndarray, truth: np.ndarray, confidence: float = CO
         out[str(angle)] = {"n": n, "recognised": round(float((conf & (pred == k))[m].mean()), 4) if n else None,
                            "refused": int((~conf)[m].sum()), "wrong": int((conf & (pred != k))[m].sum())}
     out["argmax_accuracy"] = round(float((pred == truth).mean()), 4)
-    return out
-
-
-def _versions():
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "machine": platform.machine()}
-    for pkg in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "numpy", "pillow", "scikit-learn"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
@@ -245,7 +224,7 @@ def train_orientation(data_dir, out, epochs: int = EPOCHS, seed: int = 0, image_
     report = rotation_report(probs, val[1])
     mirrored = np.stack([view(np.ascontiguousarray(a[:, ::-1]), 0, image_size) for a in images[va]])
     mirror_upright = float((net.probabilities_batch(mirrored).argmax(1) == 0).mean()) if len(va) else None
-    _log(quiet, f"int8 on validation: " + "  ".join(
+    _log(quiet, "int8 on validation: " + "  ".join(
         f"{a}: {report[str(a)]['recognised']:.4f} (refused {report[str(a)]['refused']}, wrong "
         f"{report[str(a)]['wrong']})" for a in ANGLES) + f"  mirrored kept upright: {mirror_upright:.4f}")
 
@@ -289,7 +268,7 @@ def train_orientation(data_dir, out, epochs: int = EPOCHS, seed: int = 0, image_
             "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
                       "input": [image_size, image_size, 1]},
             "history": history,
-            "versions": _versions(),
+            "versions": package_versions(),
             "command": (f"edge-xray train-orientation DATA_DIR --out {out.name} --epochs {epochs} --seed {seed}"
                         + (f" (image size {image_size}, limit {limit})" if image_size != IMAGE_SIZE or limit else "")),
             "wall_seconds": round(time.time() - t_start, 1),

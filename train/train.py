@@ -68,7 +68,8 @@ class TrainConfig:
 
 
 
-def _versions():
+def package_versions() -> dict:
+    """Versions of Python and the packages a run depends on (recorded in config.json and cards)."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "machine": platform.machine()}
@@ -303,7 +304,7 @@ class Trainer:
                      "file_list_sha256": file_list_hash(d.items), "skipped": len(d.skipped)},
             "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
                       "input": [cfg.image_size, cfg.image_size, 1]},
-            "versions": _versions(),
+            "versions": package_versions(),
         }
         self.run.write(CONFIG, self.config)
         self.log(f"data: {len(d.train_idx)} train / {len(d.val_idx)} val images; model "
