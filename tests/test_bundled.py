@@ -98,3 +98,23 @@ def test_int8_agrees_with_float32_twin(data_dir):
     d32 = np.array([c32.decide(m32.run(xi)).label == "PNEUMONIA" for xi in x])
     assert (d8 == d32).mean() >= 0.99
     assert abs((d8 == y).mean() - (d32 == y).mean()) <= 0.005 + 1 / len(files)
+
+
+@pytest.mark.slow
+def test_heatmap_overlays_for_pneumonia_results_only(data_dir, tmp_path):
+    """With the bundled model: an overlay (JPEG, the scan's size up to 1024 px) for each PNEUMONIA result,
+    none for NORMAL results, and the answers are the same as without --heatmap."""
+    from PIL import Image
+
+    scans = [FULLRES / "PNEUMONIA" / "person1077_bacteria_3017.jpeg", FULLRES / "NORMAL" / "IM-0129-0001.jpeg"]
+    plain = CliRunner().invoke(cli, ["classify", *map(str, scans), "--json"])
+    r = CliRunner().invoke(cli, ["classify", *map(str, scans), "--json", "--heatmap", str(tmp_path / "maps")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    base = [json.loads(x) for x in plain.stdout.splitlines()]
+    assert [(x["label"], x["pneumonia_probability"]) for x in rows] == [(x["label"], x["pneumonia_probability"]) for x in base]
+    assert rows[0]["label"] == "PNEUMONIA" and rows[1]["label"] == "NORMAL"
+    im = Image.open(rows[0]["heatmap"])
+    assert im.format == "JPEG" and 512 <= max(im.size) <= 1024
+    assert rows[1]["heatmap"] is None and sorted(p.name for p in (tmp_path / "maps").iterdir()) == [
+        "person1077_bacteria_3017.heatmap.jpg"]
