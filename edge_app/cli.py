@@ -82,7 +82,7 @@ def _same_file(a, b) -> bool:
 @click.option("--resume", is_flag=True, help="--output exists: keep its rows, skip their inputs, append the rest.")
 @click.option("--overwrite", is_flag=True, help="--output exists: replace it.")
 @click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False), default=None,
-              help="Write a class activation map overlay PNG per scan into this folder.")
+              help="Write a heatmap overlay (NAME.heatmap.jpg) for each PNEUMONIA result into this folder.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), default=None,
               help="Append one JSON line per input (hashes and results, no pixels or patient data), chained.")
 @site_option
@@ -384,6 +384,10 @@ def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, allow_unver
                f"{c['unreadable']} unreadable not used")
     click.echo(f"sensitivity {se['estimate']:.3f} (95 % CI {se['ci95'][0]:.3f}-{se['ci95'][1]:.3f}), "
                f"specificity {sp['estimate']:.3f} (95 % CI {sp['ci95'][0]:.3f}-{sp['ci95'][1]:.3f}) on the sample")
+    if data["threshold"] > data["card_threshold"]:
+        click.echo(f"note: this raises the threshold from {data['card_threshold']:.4f} to {data['threshold']:.4f}: "
+                   "scans scoring between the two are no longer referred; the fewer the pneumonia scans in the "
+                   "sample, the less sure this is (see the sensitivity interval above)")
 
 
 @site.command("check")

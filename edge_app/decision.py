@@ -13,9 +13,11 @@ import numpy as np
 
 NORMAL, BACTERIAL, VIRAL = 0, 1, 2  # the model's logits, in the order of edge_xray.LABELS
 PNEUMONIA_TYPES = {BACTERIAL: "bacterial", VIRAL: "viral"}
+TYPE_SURE = 0.6  # below this P(type | pneumonia) the advice says the type is uncertain (and refers today)
 ADVICE = {
     "bacterial": "REFER TODAY: signs of pneumonia, likely bacterial (may need antibiotics now)",
     "viral": "REFER: signs of pneumonia, likely viral",
+    "uncertain": "REFER TODAY: signs of pneumonia, bacterial or viral uncertain (may need antibiotics now)",
     "normal": "No pneumonia found by the screen; follow clinical signs and re-check if unwell",
     "rejected": "Not screened: {reason}",
     "error": "Not screened: {reason}",
@@ -64,6 +66,8 @@ class Decision:
 
     @property
     def advice(self) -> str:
+        if self.cls != NORMAL and self.type_probability is not None and self.type_probability < TYPE_SURE:
+            return ADVICE["uncertain"]
         return ADVICE[self.pneumonia_type or "normal"]
 
     def fields(self) -> dict:

@@ -118,7 +118,7 @@ def answer(s) -> str:
         return "none"
     if s.label != "PNEUMONIA":
         return "normal"
-    return "today" if s.pneumonia_type == "bacterial" else "refer"
+    return "today" if (s.advice or "").startswith(ANSWERS["today"][0] + ":") else "refer"  # the decision's advice decides
 
 
 def _png(im: Image.Image) -> bytes:

@@ -158,3 +158,18 @@ def test_site_check_flags_shifted_scans(tmp_path, data_dir):
     if not chk["comparisons"]:
         pytest.skip("the bundled model's card keeps no reference yet")
     assert chk["verdict"].startswith("shifted"), chk
+
+
+def test_drift_verdict_rarely_cries_wolf_at_clinic_sample_sizes():
+    """Samples of 50 from the reference's own population are seldom called shifted (the verdict needs
+    both a KS p-value below 0.01 and a PSI above 0.25)."""
+    from edge_xray.site import KS_ALPHA, PSI_SHIFTED
+
+    rng = np.random.default_rng(3)
+    alarms = 0
+    for _ in range(200):
+        ref = quantiles(rng.normal(0, 1, 50))
+        s = rng.normal(0, 1, 50)
+        d, pv = ks_against_quantiles(s, ref, 50)
+        alarms += pv < KS_ALPHA and psi_against_quantiles(s, ref) > PSI_SHIFTED
+    assert alarms / 200 <= 0.03

@@ -65,6 +65,10 @@ def test_decision_label_type_and_advice():
     n = cal.decide(np.array([3.0, 0.0, 0.5]))
     assert n.fields() == {"label": "NORMAL", "pneumonia_probability": round(n.pneumonia_probability, 4),
                           "pneumonia_type": None, "type_probability": None, "advice": ADVICE["normal"]}
+    # a type in doubt (P(type | pneumonia) < TYPE_SURE) is said to be uncertain, and still refers today
+    u = cal.decide(np.array([0.0, 3.0, 2.9]))
+    assert u.pneumonia_type == "bacterial" and u.type_probability < 0.6 and u.advice == ADVICE["uncertain"]
+    assert u.advice.startswith("REFER TODAY")
     # a site's threshold replaces the card's
     assert Calibration(threshold=0.99).decide(np.array([0.0, 4.0, 2.0])).label == "NORMAL"
 
