@@ -57,25 +57,28 @@ def cam(card: dict, features: np.ndarray, label: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _font(size: int):
+def font(size: int):
+    """Pillow's own font at SIZE pixels (no font files shipped); the small bitmap font before Pillow 10.1."""
     try:
         return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the small bitmap font
+    except (TypeError, AttributeError, OSError):
         return ImageFont.load_default()
 
 
-def _wrap(draw, text: str, font, width: int) -> list[str]:
-    if draw.textlength(text, font=font) <= width:
-        return [text] if text else []
-    lines, line = [], ""
-    for word in text.split():
-        trial = f"{line} {word}".strip()
-        if line and draw.textlength(trial, font=font) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = trial
-    return lines + ([line] if line else [])
+def wrap_text(draw, text: str, font, width: int) -> list[str]:
+    """TEXT broken into lines no wider than WIDTH pixels (a newline starts a new paragraph)."""
+    lines = []
+    for para in str(text).split("\n"):
+        line = ""
+        for word in para.split():
+            trial = f"{line} {word}".strip()
+            if line and draw.textlength(trial, font=font) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+    return [] if lines == [""] else lines
 
 
 def _headline(result: dict) -> str:
@@ -137,16 +140,16 @@ def render_heatmap(card: dict, gray_image: Image.Image, features: np.ndarray, re
 
     # the band: answer, advice, legend
     fs = max(12, round(w / 40))
-    big, small = _font(round(fs * 1.4)), _font(fs)
+    big, small = font(round(fs * 1.4)), font(fs)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     margin = fs
-    advice = _wrap(probe, str(result.get("advice") or ""), small, w - 2 * margin)
+    advice = wrap_text(probe, str(result.get("advice") or ""), small, w - 2 * margin)
     if draw_map:
         what = "evidence for pneumonia" if label == "PNEUMONIA" else "evidence for normal"
         legend = f"colour: where the model found {what} (relative, this scan). A screening aid, not a diagnosis."
     else:
         legend = "No evidence map is drawn for a NORMAL result. A screening aid, not a diagnosis."
-    legend_lines = _wrap(probe, legend, small, w - 2 * margin - (fs * 12 if draw_map else 0))
+    legend_lines = wrap_text(probe, legend, small, w - 2 * margin - (fs * 12 if draw_map else 0))
     line_h = round(fs * 1.35)
     band_h = margin + round(fs * 1.9) + line_h * (len(advice) + len(legend_lines)) + round(fs * 0.6) + margin
     out = Image.new("RGB", (w, h + band_h), BAND_BG)

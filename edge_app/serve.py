@@ -45,11 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, Request, Response, abort, redirect, render_template, request, url_for
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from . import __version__
 from .audit import AuditLog
 from .errors import ImageError, UsageError
+from .heatmap import font, wrap_text
 from .output import human_line
 from .preprocess import IMAGE_SUFFIXES, load_scan
 from .screen import FIELDS
@@ -278,36 +279,13 @@ def slip_lines(r: Result, info: dict) -> dict:
     }
 
 
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size)  # Pillow >= 10.1 with FreeType: a scalable font
-    except (TypeError, AttributeError, OSError):
-        return ImageFont.load_default()
-
-
-def _wrap(draw, text, font, width) -> list[str]:
-    """TEXT broken into lines no wider than WIDTH pixels."""
-    out = []
-    for para in str(text).split("\n"):
-        line = ""
-        for word in para.split(" "):
-            trial = f"{line} {word}".strip()
-            if line and draw.textlength(trial, font=font) > width:
-                out.append(line)
-                line = word
-            else:
-                line = trial
-        out.append(line)
-    return out
-
-
 def render_slip(r: Result, info: dict) -> Image.Image:
     """The referral slip as an A4 image (SLIP_DPI), drawn with Pillow."""
     w, h = SLIP_SIZE
     m = 90
     im = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(im)
-    f_title, f_big, f_text, f_small = _font(46), _font(78), _font(30), _font(24)
+    f_title, f_big, f_text, f_small = font(46), font(78), font(30), font(24)
     t = slip_lines(r, info)
     y = m
     d.text((m, y), "Pneumonia screening: referral slip", font=f_title, fill="black")
@@ -322,10 +300,10 @@ def render_slip(r: Result, info: dict) -> Image.Image:
     d.rectangle((m, y, w - m, y + 120), fill=colour)
     d.text((m + 30, y + 18), t["words"], font=f_big, fill="white")
     y += 140
-    for line in _wrap(d, t["detail"], f_text, w - 2 * m):
+    for line in wrap_text(d, t["detail"], f_text, w - 2 * m):
         d.text((m, y), line, font=f_text, fill="black")
         y += 42
-    for line in _wrap(d, t["advice"], f_text, w - 2 * m):
+    for line in wrap_text(d, t["advice"], f_text, w - 2 * m):
         d.text((m, y), line, font=f_text, fill=colour)
         y += 42
     y += 20
@@ -341,7 +319,7 @@ def render_slip(r: Result, info: dict) -> Image.Image:
             d.text((x + 20, y + box[1] // 2 - 12), note, font=f_small, fill=(110, 110, 110))
         x += box[0] + 40
     y += box[1] + 30
-    for line in _wrap(d, "Model: " + t["model"], f_small, w - 2 * m):
+    for line in wrap_text(d, "Model: " + t["model"], f_small, w - 2 * m):
         d.text((m, y), line, font=f_small, fill="black")
         y += 34
     d.text((m, y), f"{t['audit'][0]}:", font=f_small, fill="black")
