@@ -180,8 +180,9 @@ class Gate:
         CHROMA is the colourfulness of the image before it was turned grey (0 for a grey file)."""
         return image_reason(gray, chroma)
 
-    def check_features(self, x: np.ndarray, features: np.ndarray | None) -> str | None:
-        """Checks of the prepared image X and the model's feature map: a one-line reason, or None."""
+    def check_features(self, x: np.ndarray, features: np.ndarray | None, distance: float | None = None) -> str | None:
+        """Checks of the prepared image X and the model's feature map: a one-line reason, or None.
+        DISTANCE: `feature_distance(features)` when the caller has it already."""
         if not self.params:
             return None
         if self.template is not None:
@@ -190,7 +191,7 @@ class Gate:
                 return f"does not look like a frontal chest X-ray: its layout does not match (correlation {c:.2f} < {self.min_correlation:.2f})"
         if features is None:
             return None
-        dist = self.distance(features.mean(axis=(0, 1)))
+        dist = self.feature_distance(features) if distance is None else distance
         if dist > self.threshold:
             return f"does not look like a chest X-ray: its content is unlike the training X-rays (distance {dist:.1f} > {self.threshold:.1f})"
         if self.shape is not None and self.template is not None:

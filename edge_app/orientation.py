@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .card import ModelCard
+from .decision import softmax
 from .errors import ModelError
 from .preprocess import prepare, quantize
 from .runtime import MODELS_DIR, default_threads, load_interpreter
@@ -107,12 +108,6 @@ class OrientationModel:
     def probabilities_batch(self, xs: np.ndarray) -> np.ndarray:
         """Prepared images (n, size, size) -> probabilities (n, 4)."""
         return np.stack([softmax(self.logits(x)) for x in xs]) if len(xs) else np.zeros((0, 4))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
 
 
 _default: OrientationModel | None = None

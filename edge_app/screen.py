@@ -154,7 +154,7 @@ class Screener:
         x = prepare(image, self.model.size)
         logits, features = self.model.run(x, features=True)
         distance = self.gate.feature_distance(features)
-        reason = self.gate.check_features(x, features)
+        reason = self.gate.check_features(x, features, distance)
         if reason:
             return self._refused(path, "rejected", reason, scan.sha256, note), distance
         decision = self.calibration.decide(logits)
