@@ -8,11 +8,12 @@ candidate rule gives a threshold, and the sensitivity and specificity it yields 
 last table is the spread of each rule's threshold and figures over the runs (mean, min, max).
 """
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from edge_xray.train.rundir import RunDir, file_key
 
 from edge_xray import metrics
 
@@ -28,14 +29,14 @@ def scores(data_dir: Path, run: Path):
     from edge_xray.train.data import SOURCE_SIZE, load_images, prepare_all, scan_folder
     from edge_xray.train.tfcompat import load_keras_model
 
-    split = json.loads((run / "split.json").read_text())
-    m = json.loads((run / "metrics.json").read_text())
-    size = json.loads((run / "config.json").read_text())["train"]["image_size"]
+    split = RunDir(run).split
+    m = RunDir(run).metrics
+    size = RunDir(run).config["train"]["image_size"]
     val_files = set(split["val_files"])
-    items = [i for i in scan_folder(data_dir) if f"{i.path.parent.name}/{i.path.name}" in val_files]
+    items = [i for i in scan_folder(data_dir) if file_key(i.path) in val_files]
     items, images, _ = load_images(items, min(SOURCE_SIZE, 2 * size))
     labels = np.array([i.label for i in items])
-    model = load_keras_model(run / "qat.h5")
+    model = load_keras_model(RunDir(run).qat_model)
 
     def p_of(x):
         logits = model.predict(prepare_all(x, size), batch_size=128, verbose=0)

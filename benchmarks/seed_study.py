@@ -7,19 +7,20 @@ run and a row "mean (min-max)". Figures are those of the QAT model at the run's 
 (metrics.json: threshold, operating_point), on its own validation split and its shift proxy.
 """
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from edge_xray.train.rundir import RunDir
 
 COLUMNS = ("val AUC", "val acc", "val sens", "val spec", "proxy AUC", "proxy sens", "proxy spec",
            "bact/viral", "ECE", "threshold", "legacy threshold", "legacy proxy spec")
 
 
 def figures(run: Path) -> tuple[str, int, list[float]]:
-    cfg = json.loads((run / "config.json").read_text())["train"]
-    m = json.loads((run / "metrics.json").read_text())
+    cfg = RunDir(run).config["train"]
+    m = RunDir(run).metrics
     v, p = m["val"], m["shift_proxy"]
     legacy = m.get("operating_point", {}).get("legacy", {}).get("threshold", float("nan"))
     legacy_spec = float("nan")

@@ -10,11 +10,12 @@ settings than the shift proxy (so a model trained with `--shift-swap` has not se
 Each run is scored at its own threshold and temperature (metrics.json): AUC, sensitivity, specificity.
 """
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from edge_xray.train.rundir import RunDir, file_key
 from PIL import Image, ImageFilter
 
 from edge_xray import metrics
@@ -44,13 +45,13 @@ def main(data_dir, runs):
     print("| run | threshold | " + " | ".join(f"{k} AUC | {k} sens | {k} spec" for k in LOOKS) + " |")
     print("|---|---|" + "---|---|---|" * len(LOOKS))
     for run in map(Path, runs):
-        m = json.loads((run / "metrics.json").read_text())
-        size = json.loads((run / "config.json").read_text())["train"]["image_size"]
-        val_files = set(json.loads((run / "split.json").read_text())["val_files"])
-        items = [i for i in scan_folder(data_dir) if f"{i.path.parent.name}/{i.path.name}" in val_files]
+        m = RunDir(run).metrics
+        size = RunDir(run).config["train"]["image_size"]
+        val_files = RunDir(run).val_files()
+        items = [i for i in scan_folder(data_dir) if file_key(i.path) in val_files]
         items, images, _ = load_images(items, min(SOURCE_SIZE, 2 * size))
         y = np.array([i.label for i in items]) > 0
-        model = load_keras_model(run / "qat.h5")
+        model = load_keras_model(RunDir(run).qat_model)
         cells = []
         for kind in LOOKS:
             x = prepare_all(np.stack([look(a, kind) for a in images]), size)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
+
+from edge_xray.heatmap import font
 
 PER_KIND = 12  # instances of each generator
 HOLD_OUT_EVERY = 3  # every third instance is held out
@@ -49,10 +51,6 @@ def hillshade(z: np.ndarray, azimuth: float, altitude: float, exaggeration: floa
     aspect = np.arctan2(-gx, gy)
     az, alt = np.radians(azimuth), np.radians(altitude)
     return np.sin(alt) * np.sin(slope) + np.cos(alt) * np.cos(slope) * np.cos(az - aspect)
-
-
-def _font(size: int):
-    return ImageFont.load_default(size=size)
 
 
 def texture(rng, i):
@@ -127,7 +125,7 @@ def map_image(rng, i):
     for _ in range(int(rng.integers(5, 20))):  # labels
         x, y = int(rng.integers(0, w - 80)), int(rng.integers(0, h - 20))
         d.text((x, y), "".join(chr(int(c)) for c in rng.integers(65, 91, int(rng.integers(4, 10)))),
-               fill=0, font=_font(int(rng.integers(10, 22))))
+               fill=0, font=font(int(rng.integers(10, 22))))
     if i % 2:  # grid
         step = int(rng.integers(60, 150))
         for x in range(0, w, step):
@@ -217,7 +215,7 @@ def document(rng, i):
     im = Image.new("L", (w, h), int(rng.integers(225, 256)))
     d = ImageDraw.Draw(im)
     y = 60
-    d.text((60, y), " ".join(rng.choice(WORDS, 4)).upper(), fill=0, font=_font(30))
+    d.text((60, y), " ".join(rng.choice(WORDS, 4)).upper(), fill=0, font=font(30))
     y += 70
     while y < h - 80:
         if rng.random() < 0.15:  # a table
@@ -226,12 +224,12 @@ def document(rng, i):
             for r in range(rows):
                 for c in range(cols):
                     d.rectangle((60 + c * cw, y, 60 + (c + 1) * cw, y + 28), outline=0)
-                    d.text((66 + c * cw, y + 6), str(rng.choice(WORDS)), fill=0, font=_font(14))
+                    d.text((66 + c * cw, y + 6), str(rng.choice(WORDS)), fill=0, font=font(14))
                 y += 28
             y += 20
         else:
             d.text((60, y), " ".join(rng.choice(WORDS, int(rng.integers(6, 12)))), fill=int(rng.integers(0, 60)),
-                   font=_font(int(rng.integers(13, 19))))
+                   font=font(int(rng.integers(13, 19))))
             y += int(rng.integers(20, 30))
     if i % 2:  # scanned: slight rotation, blur, noise, grey paper
         im = im.rotate(float(rng.uniform(-3, 3)), fillcolor=90, expand=True).filter(ImageFilter.GaussianBlur(0.8))
@@ -252,7 +250,7 @@ def screenshot(rng, i):
     side = int(rng.integers(150, 300))
     d.rectangle((0, 30, side, h), fill=bg + 15 if dark else 225)
     for k in range(int(rng.integers(6, 16))):
-        d.text((16, 50 + 30 * k), " ".join(rng.choice(WORDS, 2)), fill=fg, font=_font(14))
+        d.text((16, 50 + 30 * k), " ".join(rng.choice(WORDS, 2)), fill=fg, font=font(14))
     y = 50
     while y < h - 60:
         r = rng.random()
@@ -266,11 +264,11 @@ def screenshot(rng, i):
             for k in range(int(rng.integers(2, 5))):
                 x0 = side + 30 + 130 * k
                 d.rounded_rectangle((x0, y, x0 + 110, y + 34), 6, fill=int(rng.integers(60, 200)))
-                d.text((x0 + 14, y + 9), str(rng.choice(WORDS)), fill=255 if not dark else 0, font=_font(14))
+                d.text((x0 + 14, y + 9), str(rng.choice(WORDS)), fill=255 if not dark else 0, font=font(14))
             y += 54
         else:
             d.text((side + 30, y), " ".join(rng.choice(WORDS, int(rng.integers(5, 14)))), fill=fg,
-                   font=_font(int(rng.integers(13, 20))))
+                   font=font(int(rng.integers(13, 20))))
             y += int(rng.integers(22, 32))
     return np.asarray(im)
 

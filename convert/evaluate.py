@@ -40,9 +40,7 @@ class Predictor:
             self.keras, run = load_source(self.path)
             self.kind = "keras-qat" if is_qat(self.keras) else "keras-float"
             self.size, self.sha256 = self.keras.input_shape[1], None
-            m = run.metrics if run else {}
-            self.calibration = Calibration(m.get("temperature", 1.0), tuple(m.get("logit_bias") or (0.0, 0.0, 0.0)),
-                                           m.get("threshold", 0.5))
+            self.calibration = Calibration.from_metrics(run.metrics if run else {})
         self.site = site
 
     @property

@@ -17,7 +17,7 @@ import io
 import json
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
@@ -52,6 +52,7 @@ class ModelCard:
     """A validated card. `data` is the card as stored (JSON types); the properties are typed views."""
 
     data: dict
+    file_sha256: str | None = field(default=None, compare=False)  # of the model file read (ModelCard.read)
 
     def __post_init__(self):
         self.validate()
@@ -128,9 +129,9 @@ class ModelCard:
     @classmethod
     def read(cls, path) -> tuple[bytes, "ModelCard"]:
         """(flatbuffer bytes, card) of a model file, checked against its cards. Raises ModelError."""
-        flatbuffer, data = read_model(path)
+        flatbuffer, data, digest = _read_model_file(path)
         try:
-            return flatbuffer, cls(data)
+            return flatbuffer, cls(data, digest)
         except ModelError as e:
             raise ModelError(f"{Path(path).name}: {e}") from None
 
@@ -176,6 +177,12 @@ def write_model(path, flatbuffer: bytes, card: dict) -> dict:
 
 def read_model(path) -> tuple[bytes, dict]:
     """(flatbuffer bytes, card dict) of a model file, checked against its cards. Raises ModelError."""
+    flatbuffer, card, _ = _read_model_file(path)
+    return flatbuffer, card
+
+
+def _read_model_file(path) -> tuple[bytes, dict, str]:
+    """read_model, with the sha256 of the whole file (computed once, from the bytes read)."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model not found: {path}")
@@ -183,6 +190,7 @@ def read_model(path) -> tuple[bytes, dict]:
         data = path.read_bytes()
     except OSError as e:
         raise ModelError(f"cannot read model {path}: {e.strerror or e}") from None
+    digest = hashlib.sha256(data).hexdigest()
     inner = embedded_card(data)
     side = None
     sp = side_card_path(path)
@@ -195,7 +203,7 @@ def read_model(path) -> tuple[bytes, dict]:
         raise ModelError(f"{path.name} has no model card (neither embedded nor {sp.name} beside it)")
     card = side if side is not None else inner
     if side is not None:
-        if side.get("sha256") and hashlib.sha256(data).hexdigest() != side["sha256"]:
+        if side.get("sha256") and digest != side["sha256"]:
             raise ModelError(f"{path.name}: sha256 differs from its card {sp.name} (file changed or corrupt)")
         if inner is not None and {k: v for k, v in side.items() if k not in SIDE_ONLY_FIELDS} != inner:
             raise ModelError(f"{path.name}: the card {sp.name} differs from the card embedded in the model")
@@ -205,4 +213,4 @@ def read_model(path) -> tuple[bytes, dict]:
     flatbuffer = data[:n]
     if hashlib.sha256(flatbuffer).hexdigest() != card.get("flatbuffer_sha256"):
         raise ModelError(f"{path.name}: sha256 of the network differs from its card (file changed or corrupt)")
-    return flatbuffer, card
+    return flatbuffer, card, digest

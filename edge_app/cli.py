@@ -189,7 +189,7 @@ def info(model, as_json):
     from .platform_info import platform_lines, platform_report
     from .trust import is_trusted
 
-    card["model_verified"] = is_trusted(m.path)
+    card["model_verified"] = is_trusted(m.path, m.card.file_sha256)
     plat = platform_report(m)
     card.update(plat)
     if as_json:

@@ -91,6 +91,12 @@ class Calibration:
         """From a ModelCard; THRESHOLD (a site's) replaces the card's when given."""
         return cls(card.temperature, card.logit_bias, card.threshold if threshold is None else float(threshold))
 
+    @classmethod
+    def from_metrics(cls, metrics: dict) -> "Calibration":
+        """From a training run's metrics.json (the same keys as a card's)."""
+        return cls(float(metrics.get("temperature", 1.0)), tuple(metrics.get("logit_bias") or (0.0, 0.0, 0.0)),
+                   float(metrics.get("threshold", 0.5)))
+
     def probabilities(self, logits) -> np.ndarray:
         return softmax(logits, self.temperature, self.logit_bias)
 

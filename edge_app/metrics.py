@@ -226,8 +226,8 @@ def screening_report(labels, probs, threshold: float) -> dict:
     y = labels > 0
     p = pneumonia_probability(probs)
     out = binary_metrics(y, p, threshold)
-    pred = p >= threshold
     pred3 = predicted_classes(probs, threshold)
+    pred = pred3 != 0  # flagged: the decision's own rule
     cm3 = np.zeros((3, 3), int)
     np.add.at(cm3, (labels, pred3), 1)
     out["confusion_3class"] = {"labels": ["NORMAL", "BACTERIAL", "VIRAL"], "matrix": cm3.tolist()}

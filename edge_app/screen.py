@@ -184,7 +184,7 @@ def load_model(model=None, *, threads: int | None = None, site=None, allow_unver
     from .trust import check_model
 
     m = model if isinstance(model, Model) else Model(model, threads=threads)
-    verified = check_model(m.path, allow_unverified)
+    verified = check_model(m.path, allow_unverified, m.card.file_sha256)
     if site is not None and not hasattr(site, "threshold"):
         from .site import load_site
 

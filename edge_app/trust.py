@@ -37,17 +37,18 @@ def allowed_by_environment() -> bool:
     return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def is_trusted(path) -> bool:
-    """True when the model file at PATH is one the package ships (by the sha256 of its bytes)."""
+def is_trusted(path, sha256: str | None = None) -> bool:
+    """True when the model file at PATH is one the package ships (by the sha256 of its bytes; SHA256
+    when the caller hashed the bytes it loaded, so the file is not read twice)."""
     try:
-        return file_sha256(path) in TRUSTED_SHA256
+        return (sha256 or file_sha256(path)) in TRUSTED_SHA256
     except OSError:
         return False
 
 
-def check_model(path, allow_unverified: bool = False) -> bool:
+def check_model(path, allow_unverified: bool = False, sha256: str | None = None) -> bool:
     """model_verified for the model file at PATH; ModelError unless it is trusted or allowed."""
-    if is_trusted(path):
+    if is_trusted(path, sha256):
         return True
     if allow_unverified or allowed_by_environment():
         return False
