@@ -14,9 +14,20 @@ __version__ = "0.2.0"
 
 LABELS = ("NORMAL", "BACTERIAL", "VIRAL")  # order of the model's logits
 
-from .card import ModelCard  # noqa: E402
 from .errors import EdgeXrayError, ImageError, InputError, ModelError, UsageError  # noqa: E402
-from .screen import Screener, Screening, load_model  # noqa: E402
+
+# The screening API is imported on first use, so that `edge-xray --help`, `audit verify` and the
+# training commands do not pay for numpy, Pillow and the runtime at start-up.
+_LAZY = {"ModelCard": "card", "Screener": "screen", "Screening": "screen", "load_model": "screen"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EdgeXrayError",
