@@ -22,11 +22,9 @@ import threading
 import numpy as np
 from PIL import Image
 
-from .card import ModelCard
 from .decision import softmax
-from .errors import ModelError
-from .preprocess import prepare, quantize
-from .runtime import MODELS_DIR, default_threads, load_interpreter
+from .preprocess import prepare
+from .runtime import MODELS_DIR, Model
 
 # A correction (or "upright") is trusted when the model's top probability reaches this; below it the
 # caller refuses the scan with REASON. Chosen on the main model's validation scans turned 4 ways
@@ -58,48 +56,22 @@ def rotate_back(im: Image.Image, degrees: int) -> Image.Image:
     return im if degrees == 0 else im.transpose(_TURN_BACK[degrees])
 
 
-class OrientationModel:
-    """The 4-way orientation model with its card, on the device's TFLite runtime."""
+class OrientationModel(Model):
+    """The 4-way orientation model with its card, on the device's TFLite runtime (FLATBUFFER alone:
+    training measures a model it has just converted)."""
+
+    LABELS = tuple(str(a) for a in ANGLES)
+    KIND = "orientation model"
+    DEFAULT = DEFAULT_ORIENTATION_MODEL
 
     def __init__(self, path=None, threads: int | None = None, flatbuffer: bytes | None = None):
-        """PATH (default: the bundled model), checked against its card; or FLATBUFFER alone (training
-        uses that to measure a model it has just converted)."""
-        if flatbuffer is None:
-            self.path = DEFAULT_ORIENTATION_MODEL if path is None else path
-            flatbuffer, self.card = ModelCard.read(self.path)
-            labels = list(self.card.labels)
-            if labels != [str(a) for a in ANGLES]:
-                raise ModelError(f"{self.path.name}: not an orientation model (labels {labels}, expected "
-                                 f"{[str(a) for a in ANGLES]})")
-            self.sha256 = self.card.sha256
-        else:
-            self.path, self.card, self.sha256 = None, ModelCard({}), None
-        name = getattr(self.path, "name", "<converted>")
-        try:
-            self.interpreter, self.runtime = load_interpreter(flatbuffer, threads or default_threads())
-        except ModelError as e:
-            raise ModelError(f"{name}: {e}") from None
-        inp, outs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(inp) != 1 or len(inp[0]["shape"]) != 4 or len(outs) != 1 or int(outs[0]["shape"][-1]) != 4:
-            raise ModelError(f"{name}: expected one image input and 4 logits (0, 90, 180, 270 degrees)")
-        self.input, self.output = inp[0], outs[0]
-        self.size = int(self.input["shape"][1])
+        super().__init__(path, threads, flatbuffer)
         self._lock = threading.Lock()
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Prepared image (size, size) in [0, 1] -> 4 logits."""
-        x = x.reshape(self.input["shape"]).astype(np.float32)
-        if self.input["dtype"] != np.float32:
-            scale, zp = self.input["quantization"]
-            x = quantize(x, scale, zp, self.input["dtype"])
         with self._lock:  # one interpreter, possibly shared by threads
-            self.interpreter.set_tensor(self.input["index"], x)
-            self.interpreter.invoke()
-            y = self.interpreter.get_tensor(self.output["index"])[0]
-        if self.output["dtype"] != np.float32:
-            scale, zp = self.output["quantization"]
-            y = (y.astype(np.float32) - zp) * np.float32(scale)
-        return y
+            return self.run(x)
 
     def probabilities(self, gray: Image.Image) -> np.ndarray:
         """8-bit grayscale image -> P(turned 0, 90, 180, 270 degrees clockwise)."""

@@ -135,25 +135,26 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_model_path(model=None) -> Path:
-    if model is not None:
-        return Path(model)
-    if not DEFAULT_MODEL.exists():
-        raise ModelError("no bundled model in this installation: give one with --model FILE")
-    return DEFAULT_MODEL
-
-
 class Model:
-    """A model file with its card, ready to run on prepared images."""
+    """A model file with its card, ready to run on prepared images.
+
+    Subclasses say what they are: LABELS (the card's labels, one logit each), KIND (for messages) and
+    DEFAULT (the bundled file)."""
+
+    LABELS = LABELS
+    KIND = "pneumonia screening model"
+    DEFAULT = DEFAULT_MODEL
 
     def __init__(self, path=None, threads: int | None = None, flatbuffer: bytes | None = None):
         """PATH (default: the bundled model) with its card; or FLATBUFFER alone, not yet carded
         (conversion uses that to inspect and run a model it has just made)."""
         if flatbuffer is None:
-            self.path = resolve_model_path(path).resolve()
+            self.path = self._resolve(path).resolve()
             flatbuffer, self.card = ModelCard.read(self.path)
-            if self.card.labels and self.card.labels != LABELS:
-                raise ModelError(f"{self.path.name}: not a pneumonia screening model (labels {list(self.card.labels)})")
+            if self.card.labels != tuple(self.LABELS) and (self.card.labels or self.LABELS != LABELS):
+                article = "an" if self.KIND[0] in "aeiou" else "a"
+                raise ModelError(f"{self.path.name}: not {article} {self.KIND} (labels {list(self.card.labels)}, expected "
+                                 f"{list(self.LABELS)})")
             self.sha256 = self.card.sha256
         else:
             self.path, self.card, self.sha256 = Path("<converted>"), ModelCard({}), None
@@ -170,8 +171,17 @@ class Model:
         self.outputs = {}
         for d in self.interpreter.get_output_details():
             self.outputs["features" if len(d["shape"]) == 4 else "logits"] = d
-        if "logits" not in self.outputs or int(self.outputs["logits"]["shape"][-1]) != 3:
-            raise ModelError(f"{self.path.name}: expected 3 logits (normal, bacterial, viral)")
+        n = len(self.LABELS)
+        if "logits" not in self.outputs or int(self.outputs["logits"]["shape"][-1]) != n:
+            raise ModelError(f"{self.path.name}: expected {n} logits ({', '.join(map(str, self.LABELS)).lower()})")
+
+    @classmethod
+    def _resolve(cls, path) -> Path:
+        if path is not None:
+            return Path(path)
+        if not cls.DEFAULT.exists():
+            raise ModelError(f"no bundled {cls.KIND} in this installation: give one with --model FILE")
+        return cls.DEFAULT
 
     @property
     def quantized(self) -> bool:

@@ -102,7 +102,7 @@ def test_bundled_orientation_model_card():
     models = DEFAULT_ORIENTATION_MODEL.parent
     assert sum(p.stat().st_size for p in models.glob("*int8*.tflite")) <= 500 * 1024
     m = OrientationModel()
-    assert m.output["dtype"] == np.int8 and m.sha256 == card["sha256"]
+    assert m.outputs["logits"]["dtype"] == np.int8 and m.sha256 == card["sha256"]
 
 
 @pytest.mark.slow

@@ -238,7 +238,7 @@ def train_orientation(data_dir, out, epochs: int = EPOCHS, seed: int = 0, image_
         "labels": [str(a) for a in ANGLES],
         "label_meaning": "degrees the file is turned clockwise from upright; turn it back counter-clockwise",
         "input": dict(_tensor_spec(net.input), range=[0.0, 1.0], preprocessing=PREPROCESSING),
-        "outputs": {"logits": _tensor_spec(net.output)},
+        "outputs": {"logits": _tensor_spec(net.outputs["logits"])},
         "confidence_threshold": CONFIDENCE,  # edge_xray.orientation.CONFIDENCE when trained
         "intended_use": "Tells whether a chest X-ray file is turned by 90, 180 or 270 degrees, before screening. "
                         "Left-right mirrored scans count as upright.",
