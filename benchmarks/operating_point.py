@@ -36,7 +36,7 @@ def scores(data_dir: Path, run: Path):
     items = [i for i in scan_folder(data_dir) if file_key(i.path) in val_files]
     items, images, _ = load_images(items, min(SOURCE_SIZE, 2 * size))
     labels = np.array([i.label for i in items])
-    model = load_keras_model(RunDir(run).qat_model)
+    model = load_keras_model(RunDir(run).model)
 
     def p_of(x):
         logits = model.predict(prepare_all(x, size), batch_size=128, verbose=0)

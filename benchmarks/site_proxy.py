@@ -51,7 +51,7 @@ def main(data_dir, runs):
         items = [i for i in scan_folder(data_dir) if file_key(i.path) in val_files]
         items, images, _ = load_images(items, min(SOURCE_SIZE, 2 * size))
         y = np.array([i.label for i in items]) > 0
-        model = load_keras_model(RunDir(run).qat_model)
+        model = load_keras_model(RunDir(run).model)
         cells = []
         for kind in LOOKS:
             x = prepare_all(np.stack([look(a, kind) for a in images]), size)

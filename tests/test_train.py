@@ -153,5 +153,24 @@ def test_distillation_targets_mix_labels_and_teachers(tiny_run, tmp_path):
     assert t.shape == (6, 3) and np.allclose(t.sum(1), 1.0)
     assert (t[np.arange(6), labels] >= 0.5).all()  # the true label keeps at least 1 - alpha
     assert not np.allclose(t, np.eye(3)[labels])
-    with pytest.raises(EdgeXrayError, match="no qat.h5"):
+    # a higher temperature gives softer teacher probabilities: the targets move away from one-hot
+    hot = distill_targets([run], TrainConfig(image_size=32, distill_alpha=1.0), images, labels, quiet=True)
+    warm = distill_targets([run], TrainConfig(image_size=32, distill_alpha=1.0, distill_temperature=4.0), images,
+                           labels, quiet=True)
+    assert (warm.max(1) <= hot.max(1) + 1e-9).all() and (warm.max(1) < hot.max(1)).any()
+    with pytest.raises(EdgeXrayError, match="not a finished `edge-xray train` run"):
         distill_targets([tmp_path], cfg, images, labels, quiet=True)
+
+
+@pytest.mark.slow
+def test_split_seed_fixes_the_patient_fold_whatever_the_seed(data_dir, tmp_path):
+    from edge_xray.train.rundir import RunDir
+    from edge_xray.train.train import Trainer, TrainConfig
+
+    def val_files(**kw):
+        run = RunDir(tmp_path / str(sorted(kw.items())))
+        Trainer(data_dir, run, TrainConfig(image_size=32, limit=60, **kw), {}, quiet=True).load_data()
+        return run.val_files()
+
+    assert val_files(seed=5, split_seed=1) == val_files(seed=1)
+    assert val_files(seed=5) != val_files(seed=1)

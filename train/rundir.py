@@ -5,7 +5,8 @@
   history.json   one row per epoch, both phases
   metrics.json   validation, shift-proxy and training-set figures of the QAT model, calibration,
                  operating point
-  float.h5       the best float model;  qat.h5  the QAT model that `convert` uses
+  float.h5       the best float model;  qat.h5  the QAT model that `convert` uses (a teacher run,
+                 float only, has no qat.h5: its float.h5 is what students distil from)
   state.json, ckpt/   the last checkpoint, for --resume
 
 Needs no TensorFlow: conversion, evaluation, the gate fit and the benchmarks read runs through it.
@@ -62,6 +63,11 @@ class RunDir:
         return self.path / QAT_MODEL
 
     @property
+    def model(self) -> Path:
+        """The run's final model: qat.h5, or float.h5 for a float-only run (a teacher)."""
+        return self.qat_model if self.qat_model.exists() else self.float_model
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
 
@@ -77,7 +83,7 @@ class RunDir:
 
     @property
     def finished(self) -> bool:
-        return self.has(METRICS) and self.has(QAT_MODEL)
+        return self.has(METRICS) and (self.has(QAT_MODEL) or self.has(FLOAT_MODEL))
 
     def read(self, name: str) -> dict:
         p = self.path / name

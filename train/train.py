@@ -27,7 +27,7 @@ from . import augment as aug
 
 from .data import (SOURCE_SIZE, file_list_hash, load_images, patient_split, prepare_all, scan_folder,
                    stratified_limit)
-from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, build_model, multiply_adds
+from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, TEACHERS, build_model, multiply_adds
 from .rundir import CONFIG, HISTORY, METRICS, SPLIT, STATE, RunDir, file_key
 from .tfcompat import tf_keras, tfmot
 
@@ -35,6 +35,7 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 DEFAULT_EPOCHS = 24
 DEFAULT_QAT_EPOCHS = 4
 DISTILL_ALPHA = 0.5  # weight of the teachers' probabilities in the training targets
+DISTILL_TEMPERATURE = 1.0  # the teachers' logits are divided by it before the softmax
 
 
 @dataclass
@@ -57,9 +58,11 @@ class TrainConfig:
     shift_swap: float = 0.0  # share of training images given the other class's acquisition look (aug.shift_proxy)
     limit: int | None = None
     seed: int = 0
+    split_seed: int | None = None  # the patient-level fold's seed (None: seed); a teacher and its students share one
     strategy: str = "default"
     teachers: list = field(default_factory=list)  # names of the runs distilled from
     distill_alpha: float = DISTILL_ALPHA
+    distill_temperature: float = DISTILL_TEMPERATURE
     augmentation: dict = field(default_factory=lambda: {
         k: getattr(aug, k) for k in (
             "ROTATION_DEG", "SHIFT", "ZOOM", "ASPECT", "P_BLUR", "BLUR_RADIUS", "P_RESAMPLE",
@@ -268,14 +271,15 @@ class Trainer:
     def load_data(self) -> RunData:
         """Phase 0: read the images, split by patient and near-duplicate group, write split.json."""
         cfg = self.cfg
-        items = stratified_limit(scan_folder(self.data_dir), cfg.limit, cfg.seed)
+        data_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed  # the subset and the split
+        items = stratified_limit(scan_folder(self.data_dir), cfg.limit, data_seed)
         items, images, skipped = load_images(items, min(SOURCE_SIZE, 2 * cfg.image_size))
         for s in skipped:
             self.log(f"skipped unreadable image {s}")
         if len(items) == 0:
             raise InputError(f"{self.data_dir}: no readable images")
         labels = np.array([i.label for i in items])
-        tr, va, _ = patient_split(items, images, cfg.val_fraction, cfg.seed)
+        tr, va, _ = patient_split(items, images, cfg.val_fraction, data_seed)
         self.run.write(SPLIT, {
             "method": "StratifiedGroupKFold by patient and near-duplicate group",
             "counts": {side: {LABELS[c]: int((labels[idx] == c).sum()) for c in range(3)}
@@ -356,7 +360,9 @@ class Trainer:
         return model
 
     def qat_phase(self, model):
-        """Phase 2: quantization-aware fine-tuning from the float weights."""
+        """Phase 2: quantization-aware fine-tuning from the float weights (none for a float-only teacher)."""
+        if self.cfg.qat_epochs == 0:
+            return model
         with self.strategy.scope():
             qat = tfmot().quantization.keras.quantize_model(model)
         if self.state.get("phase") != "qat":
@@ -381,7 +387,7 @@ class Trainer:
         result["model"] = self.config["model"]
         self.run.write(METRICS, result)
         v = result["val"]
-        self.log(f"validation (QAT, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
+        self.log(f"validation ({result['model']}, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
                  f"accuracy {v['accuracy']:.4f}  sensitivity {v['sensitivity']:.4f}  specificity "
                  f"{v['specificity']:.4f}  AUC {v['auc']:.4f}  ECE {result['ece_before']:.4f} -> {v['ece']:.4f}")
         self.log(f"run written to {self.run.path}")
@@ -389,8 +395,8 @@ class Trainer:
 
 
 def _check_config(cfg: TrainConfig):
-    if cfg.arch not in ARCHITECTURES:
-        raise EdgeXrayError(f"unknown architecture {cfg.arch!r} (choose from {', '.join(ARCHITECTURES)})")
+    if cfg.arch not in ARCHITECTURES and cfg.arch not in TEACHERS:
+        raise EdgeXrayError(f"unknown architecture {cfg.arch!r} (choose from {', '.join([*ARCHITECTURES, *TEACHERS])})")
     if cfg.strategy not in STRATEGIES:
         raise EdgeXrayError(f"unknown strategy {cfg.strategy!r} (choose from {', '.join(STRATEGIES)})")
     if cfg.image_size < 32 or cfg.image_size % 32:
@@ -423,7 +429,7 @@ def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = Fa
         if run.started:
             raise EdgeXrayError(f"{out}: already holds a run; use --resume or another --out")
         state = {"phase": None, "epoch": 0, "history": []}
-        cfg = config or TrainConfig()
+        cfg = config or replace(TrainConfig(), **TEACHERS.get(options.get("arch"), {}))
         if teachers:
             options["teachers"] = [Path(t).name for t in teachers]
     cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
@@ -445,11 +451,11 @@ def distill_targets(teachers, cfg: TrainConfig, images, labels, quiet) -> np.nda
         raise EdgeXrayError("this run was distilled: give the same --teacher runs to --resume it")
     probs = []
     for t in teachers:
-        path = Path(t) / "qat.h5"
-        if not path.exists():
-            raise EdgeXrayError(f"teacher {t}: no qat.h5 (is it a finished `edge-xray train` run?)")
-        m = load_keras_model(path)
-        probs.append(softmax(_eval_logits(m, prepare_all(images, m.input_shape[1]))))
+        run = RunDir(t)
+        if not run.finished:
+            raise EdgeXrayError(f"teacher {t}: not a finished `edge-xray train` run (no metrics.json and model)")
+        m = load_keras_model(run.model)
+        probs.append(softmax(_eval_logits(m, prepare_all(images, m.input_shape[1])), cfg.distill_temperature))
         if not quiet:
             print(f"teacher {Path(t).name}: {m.input_shape[1]} px, training accuracy "
                   f"{float((probs[-1].argmax(1) == labels).mean()):.3f} (3-class)", flush=True)
@@ -481,7 +487,7 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
     train_m = metrics.screening_report(labels[tr], softmax(_eval_logits(model, train_x), temperature, bias),
                                        threshold)
     return {
-        "model": "qat",
+        "model": "qat" if cfg.qat_epochs else "float",
         "temperature": temperature,
         "logit_bias": bias,
         "calibration_rule": "softmax(logits / temperature + logit_bias); logit_bias undoes the class weights, "
