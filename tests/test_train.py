@@ -174,3 +174,22 @@ def test_split_seed_fixes_the_patient_fold_whatever_the_seed(data_dir, tmp_path)
 
     assert val_files(seed=5, split_seed=1) == val_files(seed=1)
     assert val_files(seed=5) != val_files(seed=1)
+
+
+@pytest.mark.slow
+def test_pretrained_teacher_run_is_float_only_and_teaches_a_student(data_dir, tmp_path):
+    """`train --arch lite0`: the ImageNet EfficientNet-Lite0 fine-tuned (no QAT), then distilled into a student."""
+    from edge_xray.train.rundir import RunDir
+    from edge_xray.train.train import train
+
+    teacher = RunDir(tmp_path / "teacher")
+    r = train(data_dir, teacher.path, arch="lite0", image_size=32, epochs=1, limit=40, seed=1, quiet=True,
+              batch_size=16)
+    assert teacher.finished and teacher.model == teacher.float_model and not teacher.qat_model.exists()
+    assert teacher.config["train"]["qat_epochs"] == 0 and teacher.config["model"]["parameters"] > 3_000_000
+    assert 0.0 < r["threshold"] < 1.0
+    student = RunDir(tmp_path / "student")
+    train(data_dir, student.path, image_size=32, epochs=1, qat_epochs=1, limit=40, seed=2, split_seed=1,
+          teachers=[teacher.path], distill_temperature=2.0, quiet=True, batch_size=16)
+    assert student.config["train"]["teachers"] == ["teacher"] and student.qat_model.exists()
+    assert student.val_files() == teacher.val_files()  # one patient fold for the teacher and its students

@@ -387,7 +387,7 @@ class Trainer:
         result["model"] = self.config["model"]
         self.run.write(METRICS, result)
         v = result["val"]
-        self.log(f"validation ({result['model']}, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
+        self.log(f"validation ({'QAT' if self.cfg.qat_epochs else 'float'}, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
                  f"accuracy {v['accuracy']:.4f}  sensitivity {v['sensitivity']:.4f}  specificity "
                  f"{v['specificity']:.4f}  AUC {v['auc']:.4f}  ECE {result['ece_before']:.4f} -> {v['ece']:.4f}")
         self.log(f"run written to {self.run.path}")
@@ -487,7 +487,7 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
     train_m = metrics.screening_report(labels[tr], softmax(_eval_logits(model, train_x), temperature, bias),
                                        threshold)
     return {
-        "model": "qat" if cfg.qat_epochs else "float",
+        "model": "qat",
         "temperature": temperature,
         "logit_bias": bias,
         "calibration_rule": "softmax(logits / temperature + logit_bias); logit_bias undoes the class weights, "
