@@ -29,10 +29,13 @@ def figures(run: Path) -> tuple[str, int, list[float]]:
         z = np.load(scores)
         legacy_spec = float((z["p_proxy"][z["labels"] == 0] < legacy).mean())
     recipe = f"{cfg['arch']}@{cfg['image_size']} {cfg['epochs']}+{cfg['qat_epochs']}" + (
-        f", shift swap {cfg['shift_swap']}" if cfg.get("shift_swap") else "")
+        f", shift swap {cfg['shift_swap']}" if cfg.get("shift_swap") else "") + (
+        f", distilled from {'+'.join(cfg['teachers'])} (alpha {cfg['distill_alpha']}, T "
+        f"{cfg.get('distill_temperature', 1.0)})" if cfg.get("teachers") else "") + (
+        f", fold {cfg['seed'] if cfg.get('split_seed') is None else cfg['split_seed']}")
     row = [v["auc"], v["accuracy"], v["sensitivity"], v["specificity"], p["auc"], p["sensitivity"],
            p["specificity"], v["bacterial_vs_viral_accuracy"], v["ece"], m["threshold"], legacy, legacy_spec]
-    return recipe, cfg["seed"], row
+    return recipe, cfg["seed"], row  # the seed: the model's initialisation, and the fold unless split_seed
 
 
 def main(runs):

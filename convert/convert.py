@@ -206,6 +206,10 @@ def make_card(model, run, mode, converted, manifest, version) -> dict:
                             "command": (f"edge-xray train DATA_DIR --out RUN_DIR --epochs {t['epochs']} "
                                         f"--qat-epochs {t['qat_epochs']} --image-size {t['image_size']} "
                                         f"--arch {t['arch']} --seed {t['seed']}"
+                                        + (f" --split-seed {t['split_seed']}" if t.get("split_seed") is not None else "")
+                                        + "".join(f" --teacher {name}" for name in t.get("teachers") or ())
+                                        + (f" --distill-alpha {t['distill_alpha']} --distill-temperature "
+                                           f"{t.get('distill_temperature', 1.0)}" if t.get("teachers") else "")
                                         + (f" --limit {t['limit']}" if t.get("limit") else "")
                                         + (f" --shift-swap {t['shift_swap']}" if t.get("shift_swap") else "")),
                             "wall_seconds": m.get("wall_seconds")}

@@ -26,8 +26,8 @@ ALLOW_ENV = "EDGE_XRAY_ALLOW_UNVERIFIED_MODEL"  # "1": the site allows unverifie
 
 # file name in edge_app/models/ -> sha256 of the .tflite file as shipped (card embedded)
 BUNDLED_SHA256 = {
-    "edge-xray-int8.tflite": "ef2840987235d03b4b9f8b2f47e385d0cf47ed34abd844179b2ec7ee941e4185",
-    "edge-xray-float32.tflite": "e5c5df2a53ff30fdc217b099329b8af6f5e22df465abe3b9d05422ef2427ec17",
+    "edge-xray-int8.tflite": "6eb942e265fde4229d13fbe06273938454ffdd192200905f5ce94dcdf04c59f3",
+    "edge-xray-float32.tflite": "16742a59e8ff1e3c15128577254a00f2e732958c6d70bad4fb0d5e1b6dbf4215",
     "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
 }
 TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
