@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_xray.classify import interpret
+from edge_xray.decision import Calibration
 from edge_xray.orientation import ANGLES, CONFIDENCE, OrientationModel, decide, rotate_back, rotate_clockwise
 from edge_xray.preprocess import load_image, prepare
 from edge_xray.runtime import Model
@@ -36,8 +36,8 @@ SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def answer(model: Model, im: Image.Image) -> tuple:
-    r = interpret(model, model.run(prepare(im, model.size)))
-    return r["label"], r["pneumonia_type"]
+    d = Calibration.from_card(model.card).decide(model.run(prepare(im, model.size)))
+    return d.label, d.pneumonia_type
 
 
 def outcome(om: OrientationModel, im: Image.Image, angle: int, threshold: float = CONFIDENCE):
