@@ -2,7 +2,7 @@
 
     python benchmarks/heatmaps.py --scans DIR [--model FILE] [--repeat N]
     python benchmarks/heatmaps.py --run RUN_DIR --data DATA_DIR [--model FILE] [--masks PNG]
-    python benchmarks/heatmaps.py --example SCAN --out docs/heatmap-example.png [--side 640]
+    python benchmarks/heatmaps.py --example SCAN --out heatmap-example.png [--side 640]
 
 Timing (--scans, e.g. the full-resolution scans): for every scan, the time of screening it
 (`Screener.classify` without heatmap) and of screening it and writing its overlay (decode for the
