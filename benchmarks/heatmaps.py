@@ -2,7 +2,7 @@
 
     python benchmarks/heatmaps.py --scans DIR [--model FILE] [--repeat N]
     python benchmarks/heatmaps.py --run RUN_DIR --data DATA_DIR [--model FILE] [--masks PNG]
-    python benchmarks/heatmaps.py --example SCAN --out heatmap-example.png [--side 640]
+    python benchmarks/heatmaps.py --example SCAN --out runs/heatmap-example.png [--side 640]
 
 Timing (--scans, e.g. the full-resolution scans): for every scan, the time of screening it
 (`Screener.classify` without heatmap) and of screening it and writing its overlay (decode for the
@@ -189,7 +189,7 @@ def main():
     ap.add_argument("--data", default=None)
     ap.add_argument("--masks", default=None, help="write a contact sheet of lung masks and maps here")
     ap.add_argument("--example", default=None, help="a scan to draw one example overlay from")
-    ap.add_argument("--out", default="heatmap-example.png")
+    ap.add_argument("--out", default="runs/heatmap-example.png")
     ap.add_argument("--side", type=int, default=640)
     args = ap.parse_args()
     model = Model(args.model, threads=1)

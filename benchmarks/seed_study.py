@@ -2,8 +2,9 @@
 
     python benchmarks/seed_study.py RUN_DIR [RUN_DIR...]
 
-Runs are grouped by their recipe (every training setting but the seed); each group gets one row per
-run and a row "mean (min-max)". Figures are those of the QAT model at the run's own operating point
+Runs are grouped by their recipe (every training setting but the seeds of the model and of the patient
+fold, both shown beside the run); each group gets one row per run and a row "mean (min-max)". Figures
+are those of the run's final model (QAT; float for a teacher) at its own operating point
 (metrics.json: threshold, operating_point), on its own validation split and its shift proxy.
 """
 
@@ -31,11 +32,11 @@ def figures(run: Path) -> tuple[str, int, list[float]]:
     recipe = f"{cfg['arch']}@{cfg['image_size']} {cfg['epochs']}+{cfg['qat_epochs']}" + (
         f", shift swap {cfg['shift_swap']}" if cfg.get("shift_swap") else "") + (
         f", distilled from {'+'.join(cfg['teachers'])} (alpha {cfg['distill_alpha']}, T "
-        f"{cfg.get('distill_temperature', 1.0)})" if cfg.get("teachers") else "") + (
-        f", fold {cfg['seed'] if cfg.get('split_seed') is None else cfg['split_seed']}")
+        f"{cfg.get('distill_temperature', 1.0)})" if cfg.get("teachers") else "")
     row = [v["auc"], v["accuracy"], v["sensitivity"], v["specificity"], p["auc"], p["sensitivity"],
            p["specificity"], v["bacterial_vs_viral_accuracy"], v["ece"], m["threshold"], legacy, legacy_spec]
-    return recipe, cfg["seed"], row  # the seed: the model's initialisation, and the fold unless split_seed
+    fold = cfg["seed"] if cfg.get("split_seed") is None else cfg["split_seed"]  # the patient-level split's seed
+    return recipe, f"seed {cfg['seed']}, fold {fold}", row
 
 
 def main(runs):
@@ -49,7 +50,7 @@ def main(runs):
             print(f"| {recipe} | {name} ({seed}) | " + " | ".join(f"{x:.3f}" for x in row) + " |")
         if len(rows) > 1:
             a = np.array([row for _, _, row in rows])
-            print(f"| {recipe} | **mean (min-max), {len(rows)} seeds** | "
+            print(f"| {recipe} | **mean (min-max), {len(rows)} runs** | "
                   + " | ".join(f"{c.mean():.3f} ({c.min():.3f}-{c.max():.3f})" for c in a.T) + " |")
 
 

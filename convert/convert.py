@@ -35,6 +35,9 @@ def _run_files(source: Path):
     if source.is_dir():
         run = RunDir(source)
         if not run.qat_model.exists():
+            if run.finished:
+                raise ModelError(f"{source}: a float-only run (--qat-epochs 0, e.g. a teacher): no qat.h5 "
+                                 f"(evaluate its float.h5; a teacher is not for the device)")
             raise ModelError(f"{source}: no qat.h5 in this folder (is it a finished `edge-xray train` run?)")
         return run.qat_model, run
     if not source.exists():

@@ -232,10 +232,12 @@ def bench(model, threads, image, runs, as_json):
 @cli.command()
 @click.argument("data_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The run folder to write.")
-@click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="Float-phase epochs (default 24).")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None,
+              help="Float-phase epochs (default 24; a teacher: 4).")
 @click.option("--qat-epochs", type=click.IntRange(0, 1000), default=None,
               help="Quantization-aware epochs (default 4; a teacher: 0).")
-@click.option("--image-size", type=click.IntRange(32, 1024), default=None, help="Input side in pixels.")
+@click.option("--image-size", type=click.IntRange(32, 1024), default=None,
+              help="Input side in pixels (default 128; a teacher: 224).")
 @click.option("--arch", type=click.Choice(["xs", "s", "m", "lite0"]), default=None,
               help="Network width and depth; lite0: the ImageNet-pretrained EfficientNet-Lite0 teacher (float only).")
 @click.option("--limit", type=click.IntRange(6, None), default=None, help="Stratified subset of N images.")
@@ -259,11 +261,10 @@ def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, spli
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
     from .train.train import train as run
 
-    options = dict(epochs=epochs, qat_epochs=qat_epochs)
-    if not resume:
-        options.update(image_size=image_size, arch=arch, limit=limit, seed=seed, split_seed=split_seed,
-                       strategy=strategy, shift_swap=shift_swap or None, distill_alpha=distill_alpha,
-                       distill_temperature=distill_temperature)
+    # with --resume the library refuses any setting that differs from the run's own
+    options = dict(epochs=epochs, qat_epochs=qat_epochs, image_size=image_size, arch=arch, limit=limit, seed=seed,
+                   split_seed=split_seed, strategy=strategy, shift_swap=shift_swap or None,
+                   distill_alpha=distill_alpha, distill_temperature=distill_temperature)
     with user_errors():
         try:
             run(data_dir, out, resume=resume, quiet=quiet, teachers=teachers,

@@ -193,3 +193,34 @@ def test_pretrained_teacher_run_is_float_only_and_teaches_a_student(data_dir, tm
           teachers=[teacher.path], distill_temperature=2.0, quiet=True, batch_size=16)
     assert student.config["train"]["teachers"] == ["teacher"] and student.qat_model.exists()
     assert student.val_files() == teacher.val_files()  # one patient fold for the teacher and its students
+
+
+def test_a_teacher_is_float_only_and_a_resume_never_shortens_a_run(tmp_path):
+    from dataclasses import asdict
+
+    from edge_xray.train.rundir import RunDir
+    from edge_xray.train.train import EdgeXrayError, TrainConfig, train
+
+    with pytest.raises(EdgeXrayError, match=r"^a teacher \(--arch lite0\) is float only: --qat-epochs must be 0$"):
+        train(tmp_path / "nodata", tmp_path / "t", arch="lite0", qat_epochs=2)
+    run = RunDir(tmp_path / "run")
+    run.write("config.json", {"train": asdict(TrainConfig(epochs=24, qat_epochs=4))})
+    run.write("state.json", {"phase": "done", "epoch": 0, "history": []})
+    with pytest.raises(EdgeXrayError, match=r"^--resume can only extend the run: --qat-epochs 0 \(the run has 4\)$"):
+        train(tmp_path / "nodata", run.path, resume=True, qat_epochs=0)
+    with pytest.raises(EdgeXrayError, match=r"^--resume can only extend the run: --epochs 10 \(the run has 24\)$"):
+        train(tmp_path / "nodata", run.path, resume=True, epochs=10)
+    with pytest.raises(EdgeXrayError, match=r"cannot change split_seed"):
+        train(tmp_path / "nodata", run.path, resume=True, split_seed=3)
+
+
+def test_a_teacher_that_saw_the_students_validation_patients_is_refused(tmp_path):
+    from edge_xray.train.rundir import RunDir
+    from edge_xray.train.train import EdgeXrayError, check_teacher_folds
+
+    t = RunDir(tmp_path / "teacher")
+    t.write("split.json", {"train_patients": ["person1", "person2"], "val_patients": ["person3"]})
+    check_teacher_folds([t.path], {"person3"})
+    with pytest.raises(EdgeXrayError, match=r"^teacher teacher trained on 1 of this run's validation patients: "
+                                            r"give the student the teacher's --split-seed$"):
+        check_teacher_folds([t.path], {"person2", "person3"})

@@ -129,6 +129,13 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Plain values only (the legacy header: magic number, protocol, info dict, storage keys)."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name} in a .pth header: not a plain value")
+
+
 class _Unpickler(pickle.Unpickler):
     """Unpickles a state dict: tensors become _TensorRef, storages come from `storage(...)`; nothing else loads."""
 
@@ -213,14 +220,14 @@ def _read_legacy(path: Path):
         return base
 
     with open(path, "rb") as f:
-        if pickle.load(f) != LEGACY_MAGIC:
+        if _PlainUnpickler(f).load() != LEGACY_MAGIC:
             raise ModelError(f"{path.name} is not a PyTorch .pth file (neither a zip archive nor a torch.save stream)")
-        pickle.load(f)  # protocol version
-        info = pickle.load(f)
+        _PlainUnpickler(f).load()  # protocol version
+        info = _PlainUnpickler(f).load()
         if not info.get("little_endian", True):
             raise ModelError(f"{path.name} was saved on a big-endian machine: not supported")
         state = _Unpickler(f, storage).load()
-        keys = pickle.load(f)
+        keys = _PlainUnpickler(f).load()
         for key in keys:
             s = storages[str(key)]
             count = int(np.frombuffer(f.read(8), dtype="<i8")[0])

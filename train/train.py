@@ -317,6 +317,7 @@ class Trainer:
         tr = d.train_idx
         targets = None
         if self.teachers or cfg.teachers:
+            check_teacher_folds(self.teachers, {d.items[i].patient for i in d.val_idx})
             targets = distill_targets(self.teachers, cfg, d.images[tr], d.labels[tr], self.quiet)
         self.maker = BatchMaker(d.images[tr], d.labels[tr], class_weights(d.labels[tr]), cfg,
                                 drop_remainder=self.strategy.num_replicas_in_sync > 1, targets=targets)
@@ -356,7 +357,7 @@ class Trainer:
         if self.state.get("phase") not in (None, "float"):
             return keras.models.load_model(str(self.run.float_model), compile=False)
         self.fit("float", model, self.cfg.epochs, self.cfg.learning_rate, self.cfg.warmup_epochs)
-        self._finish_phase(model, "float", self.run.float_model, "qat")
+        self._finish_phase(model, "float", self.run.float_model, "qat" if self.cfg.qat_epochs else "done")
         return model
 
     def qat_phase(self, model):
@@ -399,6 +400,8 @@ def _check_config(cfg: TrainConfig):
         raise EdgeXrayError(f"unknown architecture {cfg.arch!r} (choose from {', '.join([*ARCHITECTURES, *TEACHERS])})")
     if cfg.strategy not in STRATEGIES:
         raise EdgeXrayError(f"unknown strategy {cfg.strategy!r} (choose from {', '.join(STRATEGIES)})")
+    if cfg.arch in TEACHERS and cfg.qat_epochs:
+        raise EdgeXrayError(f"a teacher (--arch {cfg.arch}) is float only: --qat-epochs must be 0")
     if cfg.image_size < 32 or cfg.image_size % 32:
         raise EdgeXrayError(f"--image-size must be a multiple of 32, at least 32 (got {cfg.image_size})")
 
@@ -425,11 +428,21 @@ def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = Fa
                          if k not in ("epochs", "qat_epochs") and v is not None and getattr(cfg, k, v) != v)
         if changed:
             raise EdgeXrayError(f"--resume keeps the run's own settings (cannot change {', '.join(changed)})")
+        for k in ("epochs", "qat_epochs"):  # a resumed run may be extended, never shortened or given QAT afresh
+            v = options.get(k)
+            if v is not None and (v < getattr(cfg, k) or (k == "qat_epochs" and cfg.qat_epochs == 0 and v)):
+                raise EdgeXrayError(f"--resume can only extend the run: --{k.replace('_', '-')} {v} "
+                                    f"(the run has {getattr(cfg, k)})")
     else:
         if run.started:
             raise EdgeXrayError(f"{out}: already holds a run; use --resume or another --out")
         state = {"phase": None, "epoch": 0, "history": []}
-        cfg = config or replace(TrainConfig(), **TEACHERS.get(options.get("arch"), {}))
+        cfg = config or TrainConfig()
+        arch = options.get("arch") or cfg.arch
+        if arch in TEACHERS:  # a teacher's own defaults, under any option given
+            plain = TrainConfig()
+            cfg = replace(cfg, **{k: v for k, v in TEACHERS[arch].items()
+                                  if options.get(k) is None and getattr(cfg, k) == getattr(plain, k)})
         if teachers:
             options["teachers"] = [Path(t).name for t in teachers]
     cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
@@ -441,6 +454,16 @@ def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = Fa
     model = trainer.float_phase(model)
     qat = trainer.qat_phase(model)
     return trainer.evaluate_phase(qat, t_start)
+
+
+def check_teacher_folds(teachers, val_patients: set):
+    """Refuse a teacher that trained on any of the student's validation patients."""
+    for t in teachers:
+        split = RunDir(t).split if RunDir(t).has(SPLIT) else {}
+        seen = val_patients & set(split.get("train_patients", ()))
+        if seen:
+            raise EdgeXrayError(f"teacher {Path(t).name} trained on {len(seen)} of this run's validation patients: "
+                                f"give the student the teacher's --split-seed")
 
 
 def distill_targets(teachers, cfg: TrainConfig, images, labels, quiet) -> np.ndarray:
