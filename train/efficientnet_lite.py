@@ -26,7 +26,6 @@ saves and loads as .h5 with plain `tf_keras.models.load_model`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_xray.errors import ModelError
+from edge_xray.preprocess import file_sha256
 
 from .tfcompat import tf_keras
 
@@ -241,12 +241,7 @@ def _read_legacy(path: Path):
 # ---------------------------------------------------------------- the weights file
 
 
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_of = file_sha256  # the one file hash of the package (edge_xray.preprocess)
 
 
 def check_weights(path) -> Path:
