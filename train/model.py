@@ -19,10 +19,7 @@ ARCHITECTURES = {
     "m": dict(stem=16, blocks=((1, 32), (2, 64), (1, 64), (2, 128), (1, 128), (2, 192), (1, 192), (2, 256), (1, 256))),
 }
 DEFAULT_ARCH = "s"
-# Teachers for distillation (issue 9): float only (no QAT, never converted), their own training defaults.
-TEACHERS = {
-    "lite0": dict(image_size=224, qat_epochs=0, learning_rate=5e-4, epochs=4, warmup_epochs=0),
-}
+TEACHER_ARCHITECTURES = ("lite0",)  # pretrained teachers for distillation: float only, never converted
 NAME_PREFIX = "edge_xray_"  # models are named edge_xray_{arch}_{image size}
 DROPOUT = 0.2
 

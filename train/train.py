@@ -27,7 +27,7 @@ from . import augment as aug
 
 from .data import (SOURCE_SIZE, file_list_hash, load_images, patient_split, prepare_all, scan_folder,
                    stratified_limit)
-from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, TEACHERS, build_model, multiply_adds
+from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, TEACHER_ARCHITECTURES, build_model, multiply_adds
 from .rundir import CONFIG, HISTORY, METRICS, SPLIT, STATE, RunDir, file_key
 from .tfcompat import tf_keras, tfmot
 
@@ -36,6 +36,10 @@ DEFAULT_EPOCHS = 24
 DEFAULT_QAT_EPOCHS = 4
 DISTILL_ALPHA = 0.5  # weight of the teachers' probabilities in the training targets
 DISTILL_TEMPERATURE = 1.0  # the teachers' logits are divided by it before the softmax
+# a teacher's own training defaults (where its config keeps the student's default)
+TEACHER_PRESETS = {
+    "lite0": dict(image_size=224, qat_epochs=0, learning_rate=5e-4, epochs=4, warmup_epochs=0),
+}
 
 
 @dataclass
@@ -396,11 +400,12 @@ class Trainer:
 
 
 def _check_config(cfg: TrainConfig):
-    if cfg.arch not in ARCHITECTURES and cfg.arch not in TEACHERS:
-        raise EdgeXrayError(f"unknown architecture {cfg.arch!r} (choose from {', '.join([*ARCHITECTURES, *TEACHERS])})")
+    if cfg.arch not in ARCHITECTURES and cfg.arch not in TEACHER_ARCHITECTURES:
+        raise EdgeXrayError(f"unknown architecture {cfg.arch!r} "
+                            f"(choose from {', '.join([*ARCHITECTURES, *TEACHER_ARCHITECTURES])})")
     if cfg.strategy not in STRATEGIES:
         raise EdgeXrayError(f"unknown strategy {cfg.strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if cfg.arch in TEACHERS and cfg.qat_epochs:
+    if cfg.arch in TEACHER_ARCHITECTURES and cfg.qat_epochs:
         raise EdgeXrayError(f"a teacher (--arch {cfg.arch}) is float only: --qat-epochs must be 0")
     if cfg.image_size < 32 or cfg.image_size % 32:
         raise EdgeXrayError(f"--image-size must be a multiple of 32, at least 32 (got {cfg.image_size})")
@@ -438,11 +443,8 @@ def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = Fa
             raise EdgeXrayError(f"{out}: already holds a run; use --resume or another --out")
         state = {"phase": None, "epoch": 0, "history": []}
         cfg = config or TrainConfig()
-        arch = options.get("arch") or cfg.arch
-        if arch in TEACHERS:  # a teacher's own defaults, under any option given
-            plain = TrainConfig()
-            cfg = replace(cfg, **{k: v for k, v in TEACHERS[arch].items()
-                                  if options.get(k) is None and getattr(cfg, k) == getattr(plain, k)})
+        preset = TEACHER_PRESETS.get(options.get("arch") or cfg.arch, {})  # the options below still win
+        cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) == getattr(TrainConfig(), k)})
         if teachers:
             options["teachers"] = [Path(t).name for t in teachers]
     cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
