@@ -67,12 +67,6 @@ def features_of(model, paths):
     return xs, fs
 
 
-def pooled_features(model, paths):
-    """Pooled features and layouts of the readable PATHS (kept for callers of the first gate fit)."""
-    xs, fs = features_of(model, paths)
-    return np.stack([f.mean(axis=(0, 1)) for f in fs]), np.stack([layout(x) for x in xs])
-
-
 def _finite(v, name: str):
     a = np.asarray(v, np.float64)
     if not np.all(np.isfinite(a)):

@@ -85,27 +85,28 @@ def read_file(path) -> bytes:
     return data
 
 
-def load_scan(path, size: int | None = None) -> Scan:
+def load_scan(path, size: int | None = None, digest: bool = True) -> Scan:
     """Read PATH (PNG, JPEG, TIFF, BMP or DICOM) once, as an upright 8-bit grayscale Scan.
 
     `size` is the side the image will be resized to: large JPEGs are decoded at a reduced scale
     (at least twice that side) which is much faster and gives the same result after the resize.
     Raises ImageError with a one-line reason for anything that is not a readable image.
+    With DIGEST (the screening path) the Scan carries the sha256 of the bytes read; without, None.
     """
     data = read_file(path)
-    digest = hashlib.sha256(data).hexdigest()
+    sha256 = hashlib.sha256(data).hexdigest() if digest else None
     if is_dicom(path, data[:132]):
         from .dicom import read_dicom  # pydicom is imported only for DICOM input
 
         im, chroma, note = read_dicom(data, MAX_PIXELS)  # the bytes themselves: pixel data viewed in place
-        return Scan(_check_size(im), chroma, digest, note)
+        return Scan(_check_size(im), chroma, sha256, note)
     scan = decode_bytes(data, size)
-    return Scan(scan.image, scan.chroma, digest, scan.note)
+    return Scan(scan.image, scan.chroma, sha256, scan.note)
 
 
 def load_image(path, size: int | None = None) -> Image.Image:
-    """The upright 8-bit grayscale image of PATH (training and calibration read images this way)."""
-    return load_scan(path, size).image
+    """The upright 8-bit grayscale image of PATH (training, calibration and heatmaps; no hash of the file)."""
+    return load_scan(path, size, digest=False).image
 
 
 def decode_bytes(data: bytes, size: int | None = None) -> Scan:
