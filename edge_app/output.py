@@ -72,6 +72,15 @@ def _csv_line(values: list) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+CSV_HEADER = _csv_line(list(FIELDS))
+
+
+def csv_row(s: Screening) -> bytes:
+    """One CSV line of `classify --output results.csv` (printable text, empty cells for None)."""
+    row = printable(s)
+    return _csv_line(["" if row.get(k) is None else row.get(k) for k in FIELDS])
+
+
 class RowWriter:
     """Writes screenings to CSV or JSONL (by extension) one by one, flushed and fsynced.
 
@@ -103,7 +112,7 @@ class RowWriter:
         except OSError as e:
             raise UsageError(f"cannot write {escape(str(self.path))}: {e.strerror or e}") from None
         if self.kind == "csv" and header_needed:
-            self._append(_csv_line(list(FIELDS)), what="the header")
+            self._append(CSV_HEADER, what="the header")
 
     def _read_existing(self) -> bool:
         """Read the rows of an existing file; drop a half-written last line. True if a header is needed."""
@@ -165,11 +174,7 @@ class RowWriter:
 
     def write(self, s: Screening):
         row = printable(s)
-        if self.kind == "csv":
-            line = _csv_line(["" if row.get(k) is None else row.get(k) for k in FIELDS])
-        else:
-            line = (json.dumps(row) + "\n").encode("utf-8")
-        self._append(line)
+        self._append(csv_row(s) if self.kind == "csv" else (json.dumps(row) + "\n").encode("utf-8"))
         self.rows += 1
         self.done.add(row["path"])
 

@@ -131,15 +131,22 @@ class Screener:
         """Screen a decoded Scan."""
         return self._screen(scan, path, heatmap_dir)[0]
 
-    def _classify(self, source, heatmap_dir):
+    def read(self, source) -> tuple[Scan | None, Screening | None]:
+        """(the decoded Scan, None), or (None, the error row) for an input that cannot be read."""
         path = IMAGE_SOURCE if isinstance(source, Image.Image) else source
         try:
-            scan = scan_from_image(source) if isinstance(source, Image.Image) else load_scan(source, self.model.size)
+            return (scan_from_image(source) if isinstance(source, Image.Image)
+                    else load_scan(source, self.model.size)), None
         except ImageError as e:
-            return self._refused(path, "error", str(e)), None
+            return None, self._refused(path, "error", str(e))
         except MemoryError:  # one input too large for this device: its own error row, the batch goes on
-            return self._refused(path, "error", "not enough memory to decode this image on this device"), None
-        return self._screen(scan, path, heatmap_dir)
+            return None, self._refused(path, "error", "not enough memory to decode this image on this device")
+
+    def _classify(self, source, heatmap_dir):
+        scan, refused = self.read(source)
+        if refused is not None:
+            return refused, None
+        return self._screen(scan, IMAGE_SOURCE if isinstance(source, Image.Image) else source, heatmap_dir)
 
     def _screen(self, scan: Scan, path, heatmap_dir):
         note = getattr(scan, "note", None)

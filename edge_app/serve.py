@@ -25,7 +25,6 @@ Safety:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
 import hmac
@@ -49,11 +48,10 @@ from PIL import Image, ImageDraw, ImageOps
 
 from . import __version__
 from .audit import AuditLog
-from .errors import ImageError, UsageError
+from .errors import UsageError
 from .heatmap import font, wrap_text
-from .output import human_line
-from .preprocess import IMAGE_SUFFIXES, load_scan
-from .screen import FIELDS
+from .output import CSV_HEADER, csv_row, human_line
+from .preprocess import IMAGE_SUFFIXES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -201,11 +199,8 @@ class State:
         heatmap_dir = workdir / "heatmaps" if images else None
         thumbnail = heatmap = digest = None
         with self.lock:
-            try:
-                scan = load_scan(src, self.screener.model.size)
-            except ImageError:
-                s = self.screener.classify(src)  # the same refusal, worded as the command line words it
-            else:
+            scan, s = self.screener.read(src)  # an unreadable file: the command line's error row
+            if scan is not None:
                 s = self.screener.screen(scan, src, heatmap_dir=heatmap_dir)
                 if images:
                     thumb = scan.image.copy()
@@ -230,13 +225,8 @@ class State:
         """This session's results in the columns and format of `classify --output results.csv`, made in
         memory (results never go to disk)."""
         with self.results_lock:
-            rows = [r.screening.to_dict() for r in self.results.values()]
-        buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")  # as RowWriter writes them
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
-        return buf.getvalue().encode("utf-8")
+            screenings = [r.screening for r in self.results.values()]
+        return CSV_HEADER + b"".join(csv_row(s) for s in screenings)
 
     def check_code(self, given: str) -> bool:
         return hmac.compare_digest(given.encode("utf-8", "replace"), self.pin.encode("utf-8"))
