@@ -22,6 +22,10 @@ ADVICE = {
     "rejected": "Not screened: {reason}",
     "error": "Not screened: {reason}",
 }
+# How soon a screened child should be seen: the one owner of urgency (rows, page, summaries read it here,
+# never from the advice text). None: not screened.
+URGENCY_TODAY, URGENCY_REFER, URGENCY_NONE = "today", "refer", "none"
+URGENCIES = (URGENCY_TODAY, URGENCY_REFER, URGENCY_NONE)
 
 
 def softmax(logits, temperature: float = 1.0, bias=None) -> np.ndarray:
@@ -70,12 +74,21 @@ class Decision:
             return ADVICE["uncertain"]
         return ADVICE[self.pneumonia_type or "normal"]
 
+    @property
+    def urgency(self) -> str:
+        """today (bacterial, or type uncertain), refer (likely viral) or none (no pneumonia found)."""
+        if self.cls == NORMAL:
+            return URGENCY_NONE
+        if self.cls == VIRAL and (self.type_probability is None or self.type_probability >= TYPE_SURE):
+            return URGENCY_REFER
+        return URGENCY_TODAY
+
     def fields(self) -> dict:
         """The result fields of a screening row."""
         return {"label": self.label, "pneumonia_probability": round(self.pneumonia_probability, 4),
                 "pneumonia_type": self.pneumonia_type,
                 "type_probability": None if self.type_probability is None else round(self.type_probability, 4),
-                "advice": self.advice}
+                "advice": self.advice, "urgency": self.urgency}
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class Screening:
     type_probability: float | None = None
     threshold: float | None = None
     advice: str | None = None
+    urgency: str | None = None  # today, refer or none (edge_xray.decision); null if not screened
     error: str | None = None
     model_sha256: str | None = None
     site_sha256: str | None = None
@@ -52,6 +53,7 @@ class Screening:
     heatmap_error: str | None = None
     model_verified: bool = False  # the model is one the package ships (edge_xray.trust); False: allowed unverified
     note: str | None = None  # what the reader should know, e.g. "first of 3 frames screened"
+    intended_use: float | None = None  # the intended-use check's P(frontal chest X-ray of a young child); null if not run
 
     @property
     def ok(self) -> bool:

@@ -64,11 +64,16 @@ def test_decision_label_type_and_advice():
     assert d.advice == ADVICE["bacterial"]
     n = cal.decide(np.array([3.0, 0.0, 0.5]))
     assert n.fields() == {"label": "NORMAL", "pneumonia_probability": round(n.pneumonia_probability, 4),
-                          "pneumonia_type": None, "type_probability": None, "advice": ADVICE["normal"]}
+                          "pneumonia_type": None, "type_probability": None, "advice": ADVICE["normal"],
+                          "urgency": "none"}
     # a type in doubt (P(type | pneumonia) < TYPE_SURE) is said to be uncertain, and still refers today
     u = cal.decide(np.array([0.0, 3.0, 2.9]))
     assert u.pneumonia_type == "bacterial" and u.type_probability < 0.6 and u.advice == ADVICE["uncertain"]
-    assert u.advice.startswith("REFER TODAY")
+    assert u.advice.startswith("REFER TODAY") and u.urgency == "today" and d.urgency == "today"
+    # urgency is the decision's: a sure viral answer refers (not today), an unsure viral one refers today
+    v = cal.decide(np.array([0.0, 0.0, 4.0]))
+    assert v.pneumonia_type == "viral" and v.type_probability >= 0.6 and v.urgency == "refer"
+    assert cal.decide(np.array([0.0, 2.9, 3.0])).urgency == "today"
     # a site's threshold replaces the card's
     assert Calibration(threshold=0.99).decide(np.array([0.0, 4.0, 2.0])).label == "NORMAL"
 
