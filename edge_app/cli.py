@@ -232,43 +232,33 @@ def bench(model, threads, image, runs, as_json):
 @cli.command()
 @click.argument("data_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The run folder to write.")
-@click.option("--epochs", type=click.IntRange(1, 1000), default=None,
-              help="Float-phase epochs (default 24; a teacher: 4).")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="Float-phase epochs (default 24).")
 @click.option("--qat-epochs", type=click.IntRange(0, 1000), default=None,
-              help="Quantization-aware epochs (default 4; a teacher: 0).")
+              help="Quantization-aware epochs (default 4; 0: a float-only run, not for conversion).")
 @click.option("--image-size", type=click.IntRange(32, 1024), default=None,
-              help="Input side in pixels (default 128; a teacher: 224).")
-@click.option("--arch", type=click.Choice(["xs", "s", "m", "lite0"]), default=None,
-              help="Network width and depth; lite0: the ImageNet-pretrained EfficientNet-Lite0 teacher (float only).")
+              help="Input side in pixels, a multiple of 32 (default 128).")
+@click.option("--arch", type=click.Choice(["xs", "s", "m"]), default=None, help="Network width and depth (default s).")
 @click.option("--limit", type=click.IntRange(6, None), default=None, help="Stratified subset of N images.")
 @click.option("--seed", type=int, default=None, help="Random seed of the split and training (default 0).")
 @click.option("--split-seed", type=int, default=None,
-              help="Seed of the patient-level split alone (default: --seed); distil from a teacher of the same split.")
+              help="Seed of the patient-level split alone (default: --seed): runs that share it share a fold.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default=None,
               help="tf.distribute strategy (default: default; multi-worker reads TF_CONFIG).")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
-@click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False),
-              help="A finished run to distil from (repeat for an ensemble).")
-@click.option("--distill-alpha", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Weight of the teachers' probabilities in the targets (default 0.5).")
-@click.option("--distill-temperature", type=click.FloatRange(0.1, 20.0), default=None,
-              help="The teachers' logits are divided by it (default 1).")
 @click.option("--shift-swap", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Share of training images given the other class's acquisition look.")
 def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, split_seed, resume, strategy, quiet,
-          teachers, distill_alpha, distill_temperature, shift_swap):
+          shift_swap):
     """Train the compact CNN (float, then quantization-aware) on a NORMAL/PNEUMONIA folder."""
     from .train.train import train as run
 
     # with --resume the library refuses any setting that differs from the run's own
     options = dict(epochs=epochs, qat_epochs=qat_epochs, image_size=image_size, arch=arch, limit=limit, seed=seed,
-                   split_seed=split_seed, strategy=strategy, shift_swap=shift_swap or None,
-                   distill_alpha=distill_alpha, distill_temperature=distill_temperature)
+                   split_seed=split_seed, strategy=strategy, shift_swap=shift_swap or None)
     with user_errors():
         try:
-            run(data_dir, out, resume=resume, quiet=quiet, teachers=teachers,
-                **{k: v for k, v in options.items() if v is not None})
+            run(data_dir, out, resume=resume, quiet=quiet, **{k: v for k, v in options.items() if v is not None})
         except KeyboardInterrupt:
             raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} --resume`") from None
 

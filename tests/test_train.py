@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
 
 from edge_xray.cli import cli
 from edge_xray.train.data import InputError, label_of, scan_folder
@@ -141,27 +142,6 @@ print("OK", r["val"]["n"])
     assert "OK" in p.stdout
 
 
-def test_distillation_targets_mix_labels_and_teachers(tiny_run, tmp_path):
-    from edge_xray.train.train import TrainConfig, EdgeXrayError, distill_targets
-
-    run, _ = tiny_run
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (6, 64, 64)).astype(np.uint8)
-    labels = np.array([0, 1, 2, 0, 1, 2])
-    cfg = TrainConfig(image_size=32, distill_alpha=0.5)
-    t = distill_targets([run], cfg, images, labels, quiet=True)
-    assert t.shape == (6, 3) and np.allclose(t.sum(1), 1.0)
-    assert (t[np.arange(6), labels] >= 0.5).all()  # the true label keeps at least 1 - alpha
-    assert not np.allclose(t, np.eye(3)[labels])
-    # a higher temperature gives softer teacher probabilities: the targets move away from one-hot
-    hot = distill_targets([run], TrainConfig(image_size=32, distill_alpha=1.0), images, labels, quiet=True)
-    warm = distill_targets([run], TrainConfig(image_size=32, distill_alpha=1.0, distill_temperature=4.0), images,
-                           labels, quiet=True)
-    assert (warm.max(1) <= hot.max(1) + 1e-9).all() and (warm.max(1) < hot.max(1)).any()
-    with pytest.raises(EdgeXrayError, match="not a finished `edge-xray train` run"):
-        distill_targets([tmp_path], cfg, images, labels, quiet=True)
-
-
 @pytest.mark.slow
 def test_split_seed_fixes_the_patient_fold_whatever_the_seed(data_dir, tmp_path):
     from edge_xray.train.rundir import RunDir
@@ -176,51 +156,68 @@ def test_split_seed_fixes_the_patient_fold_whatever_the_seed(data_dir, tmp_path)
     assert val_files(seed=5) != val_files(seed=1)
 
 
-@pytest.mark.slow
-def test_pretrained_teacher_run_is_float_only_and_teaches_a_student(data_dir, tmp_path):
-    """`train --arch lite0`: the ImageNet EfficientNet-Lite0 fine-tuned (no QAT), then distilled into a student."""
-    from edge_xray.train.rundir import RunDir
-    from edge_xray.train.train import train
-
-    teacher = RunDir(tmp_path / "teacher")
-    r = train(data_dir, teacher.path, arch="lite0", image_size=32, epochs=1, limit=40, seed=1, quiet=True,
-              batch_size=16)
-    assert teacher.finished and teacher.model == teacher.float_model and not teacher.qat_model.exists()
-    assert teacher.config["train"]["qat_epochs"] == 0 and teacher.config["model"]["parameters"] > 3_000_000
-    assert 0.0 < r["threshold"] < 1.0
-    student = RunDir(tmp_path / "student")
-    train(data_dir, student.path, image_size=32, epochs=1, qat_epochs=1, limit=40, seed=2, split_seed=1,
-          teachers=[teacher.path], distill_temperature=2.0, quiet=True, batch_size=16)
-    assert student.config["train"]["teachers"] == ["teacher"] and student.qat_model.exists()
-    assert student.val_files() == teacher.val_files()  # one patient fold for the teacher and its students
-
-
-def test_a_teacher_is_float_only_and_a_resume_never_shortens_a_run(tmp_path):
+def test_a_resume_never_shortens_a_run(tmp_path):
     from dataclasses import asdict
 
+    from edge_xray.errors import UsageError
     from edge_xray.train.rundir import RunDir
-    from edge_xray.train.train import EdgeXrayError, TrainConfig, train
+    from edge_xray.train.train import TrainConfig, train
 
-    with pytest.raises(EdgeXrayError, match=r"^a teacher \(--arch lite0\) is float only: --qat-epochs must be 0$"):
-        train(tmp_path / "nodata", tmp_path / "t", arch="lite0", qat_epochs=2)
     run = RunDir(tmp_path / "run")
     run.write("config.json", {"train": asdict(TrainConfig(epochs=24, qat_epochs=4))})
     run.write("state.json", {"phase": "done", "epoch": 0, "history": []})
-    with pytest.raises(EdgeXrayError, match=r"^--resume can only extend the run: --qat-epochs 0 \(the run has 4\)$"):
+    with pytest.raises(UsageError, match=r"^--resume can only extend the run: --qat-epochs 0 \(the run has 4\)$"):
         train(tmp_path / "nodata", run.path, resume=True, qat_epochs=0)
-    with pytest.raises(EdgeXrayError, match=r"^--resume can only extend the run: --epochs 10 \(the run has 24\)$"):
+    with pytest.raises(UsageError, match=r"^--resume can only extend the run: --epochs 10 \(the run has 24\)$"):
         train(tmp_path / "nodata", run.path, resume=True, epochs=10)
-    with pytest.raises(EdgeXrayError, match=r"cannot change split_seed"):
+    with pytest.raises(UsageError, match=r"cannot change split_seed"):
         train(tmp_path / "nodata", run.path, resume=True, split_seed=3)
 
 
-def test_a_teacher_that_saw_the_students_validation_patients_is_refused(tmp_path):
-    from edge_xray.train.rundir import RunDir
-    from edge_xray.train.train import EdgeXrayError, check_teacher_folds
+@pytest.mark.parametrize("options, message", [
+    ({"image_size": 48}, r"^--image-size must be a multiple of 32, at least 32 \(got 48\)$"),
+    ({"arch": "lite0"}, r"^unknown architecture 'lite0' \(choose from xs, s, m\)$"),
+    ({"strategy": "tpu"}, r"^unknown strategy 'tpu'"),
+    ({"teachers": ["run"]}, r"^unknown training option: teachers$"),
+])
+def test_bad_training_options_are_usage_errors(tmp_path, options, message):
+    """A setting no run can use: UsageError (exit code 2, as documented), before any data is read."""
+    from edge_xray.errors import EXIT_USAGE, UsageError
+    from edge_xray.train.train import train
 
-    t = RunDir(tmp_path / "teacher")
-    t.write("split.json", {"train_patients": ["person1", "person2"], "val_patients": ["person3"]})
-    check_teacher_folds([t.path], {"person3"})
-    with pytest.raises(EdgeXrayError, match=r"^teacher teacher trained on 1 of this run's validation patients: "
-                                            r"give the student the teacher's --split-seed$"):
-        check_teacher_folds([t.path], {"person2", "person3"})
+    with pytest.raises(UsageError, match=message) as e:
+        train(tmp_path / "nodata", tmp_path / "run", **options)
+    assert e.value.exit_code == EXIT_USAGE and not (tmp_path / "run").exists()
+
+
+def test_train_command_exit_codes(tmp_path):
+    """The command line: 2 for an option no run can use or --resume with nothing to resume, 1 for an --out
+    that already holds a run (docs/usage.md, exit codes)."""
+    from edge_xray.train.rundir import RunDir
+
+    r = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "a"), "--image-size", "48"])
+    assert r.exit_code == 2 and "multiple of 32" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "b"), "--resume"])
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+    r = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "c"), "--arch", "lite0"])
+    assert r.exit_code == 2
+    RunDir(tmp_path / "d").write("state.json", {"phase": None, "epoch": 0, "history": []})
+    r = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "d")])
+    assert r.exit_code == 1 and "already holds a run" in r.output
+
+
+def test_the_bundled_recipe_reads_back_as_a_training_config():
+    """The bundled card's recipe is this version's TrainConfig: every setting present and of the default
+    recipe's type; only the removed distillation settings (0.4.0) are left over, and they were off."""
+    from dataclasses import asdict
+
+    from edge_xray.train.train import TrainConfig, config_from_recipe
+
+    card = json.loads((ROOT / "edge_app" / "models" / "edge-xray-int8.json").read_text())
+    recipe = card["training"]["recipe"]
+    cfg = asdict(config_from_recipe(recipe))
+    assert set(cfg) <= set(recipe)
+    assert {k: recipe[k] for k in cfg} == cfg
+    assert set(recipe) - set(cfg) == {"teachers", "distill_alpha"} and recipe["teachers"] == []
+    # the bundled model: today's defaults with seed 2 on fold 1 (tuples are stored as JSON lists)
+    assert json.loads(json.dumps(asdict(TrainConfig(seed=2, split_seed=1)))) == cfg

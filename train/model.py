@@ -19,16 +19,11 @@ ARCHITECTURES = {
     "m": dict(stem=16, blocks=((1, 32), (2, 64), (1, 64), (2, 128), (1, 128), (2, 192), (1, 192), (2, 256), (1, 256))),
 }
 DEFAULT_ARCH = "s"
-TEACHER_ARCHITECTURES = ("lite0",)  # pretrained teachers for distillation: float only, never converted
 NAME_PREFIX = "edge_xray_"  # models are named edge_xray_{arch}_{image size}
 DROPOUT = 0.2
 
 
 def build_model(image_size: int = DEFAULT_SIZE, arch: str = DEFAULT_ARCH, dropout: float = DROPOUT):
-    if arch == "lite0":  # the ImageNet-pretrained EfficientNet-Lite0 teacher
-        from .efficientnet_lite import build_teacher
-
-        return build_teacher(image_size, num_classes=3, dropout=dropout)
     _, keras = tf_keras()
     L = keras.layers
     spec = ARCHITECTURES[arch]

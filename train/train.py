@@ -21,25 +21,19 @@ import numpy as np
 
 from edge_xray import LABELS, metrics
 from edge_xray.decision import pneumonia_probability, softmax
-from edge_xray.errors import EdgeXrayError, InputError
+from edge_xray.errors import EdgeXrayError, InputError, UsageError
 
 from . import augment as aug
 
 from .data import (SOURCE_SIZE, file_list_hash, load_images, patient_split, prepare_all, scan_folder,
                    stratified_limit)
-from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, TEACHER_ARCHITECTURES, build_model, multiply_adds
+from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, build_model, multiply_adds
 from .rundir import CONFIG, HISTORY, METRICS, SPLIT, STATE, RunDir, file_key
 from .tfcompat import tf_keras, tfmot
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 DEFAULT_EPOCHS = 24
 DEFAULT_QAT_EPOCHS = 4
-DISTILL_ALPHA = 0.5  # weight of the teachers' probabilities in the training targets
-DISTILL_TEMPERATURE = 1.0  # the teachers' logits are divided by it before the softmax
-# a teacher's own training defaults (where its config keeps the student's default)
-TEACHER_PRESETS = {
-    "lite0": dict(image_size=224, qat_epochs=0, learning_rate=5e-4, epochs=4, warmup_epochs=0),
-}
 
 
 @dataclass
@@ -62,11 +56,8 @@ class TrainConfig:
     shift_swap: float = 0.0  # share of training images given the other class's acquisition look (aug.shift_proxy)
     limit: int | None = None
     seed: int = 0
-    split_seed: int | None = None  # the patient-level fold's seed (None: seed); a teacher and its students share one
+    split_seed: int | None = None  # the patient-level fold's seed (None: seed): runs of one fold share it
     strategy: str = "default"
-    teachers: list = field(default_factory=list)  # names of the runs distilled from
-    distill_alpha: float = DISTILL_ALPHA
-    distill_temperature: float = DISTILL_TEMPERATURE
     augmentation: dict = field(default_factory=lambda: {
         k: getattr(aug, k) for k in (
             "ROTATION_DEG", "SHIFT", "ZOOM", "ASPECT", "P_BLUR", "BLUR_RADIUS", "P_RESAMPLE",
@@ -107,16 +98,15 @@ def make_strategy(name: str):
                                               if not tf.config.list_logical_devices("GPU") else None)
     if name == "multi-worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise EdgeXrayError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
+    raise UsageError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
 
 
 class BatchMaker:
     """Augmented training batches, made in threads (Pillow releases the GIL) a few batches ahead."""
 
-    def __init__(self, images, labels, weights, cfg: TrainConfig, drop_remainder=False, targets=None):
+    def __init__(self, images, labels, weights, cfg: TrainConfig, drop_remainder=False):
         self.images, self.labels, self.weights, self.cfg = images, labels, weights, cfg
-        # training targets: one-hot labels, or labels mixed with a teacher ensemble's probabilities
-        self.targets = np.eye(3, dtype=np.float32)[labels] if targets is None else targets.astype(np.float32)
+        self.targets = np.eye(3, dtype=np.float32)[labels]  # one-hot training targets
         self.drop_remainder = drop_remainder  # with several replicas, each must get part of every batch
         self.epoch = 0
         self.pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2))
@@ -262,10 +252,9 @@ class RunData:
 class Trainer:
     """One run, as named phases: data, float, qat, evaluate. Each phase checkpoints, so a run resumes."""
 
-    def __init__(self, data_dir, run: RunDir, cfg: TrainConfig, state: dict, teachers=(), callbacks=None,
-                 quiet=False):
+    def __init__(self, data_dir, run: RunDir, cfg: TrainConfig, state: dict, callbacks=None, quiet=False):
         self.data_dir, self.run, self.cfg, self.state = data_dir, run, cfg, state
-        self.teachers, self.callbacks, self.quiet = list(teachers), list(callbacks or []), quiet
+        self.callbacks, self.quiet = list(callbacks or []), quiet
         self.data: RunData | None = None
 
     def log(self, msg: str):
@@ -319,12 +308,8 @@ class Trainer:
                  f"{self.config['model']['parameters']} parameters, "
                  f"{self.config['model']['multiply_adds'] / 1e6:.1f} M multiply-adds at {cfg.image_size} px")
         tr = d.train_idx
-        targets = None
-        if self.teachers or cfg.teachers:
-            check_teacher_folds(self.teachers, {d.items[i].patient for i in d.val_idx})
-            targets = distill_targets(self.teachers, cfg, d.images[tr], d.labels[tr], self.quiet)
         self.maker = BatchMaker(d.images[tr], d.labels[tr], class_weights(d.labels[tr]), cfg,
-                                drop_remainder=self.strategy.num_replicas_in_sync > 1, targets=targets)
+                                drop_remainder=self.strategy.num_replicas_in_sync > 1)
         return model
 
     def fit(self, phase: str, model, epochs: int, lr: float, warmup: int):
@@ -365,7 +350,7 @@ class Trainer:
         return model
 
     def qat_phase(self, model):
-        """Phase 2: quantization-aware fine-tuning from the float weights (none for a float-only teacher)."""
+        """Phase 2: quantization-aware fine-tuning from the float weights (none with --qat-epochs 0)."""
         if self.cfg.qat_epochs == 0:
             return model
         with self.strategy.scope():
@@ -400,92 +385,69 @@ class Trainer:
 
 
 def _check_config(cfg: TrainConfig):
-    if cfg.arch not in ARCHITECTURES and cfg.arch not in TEACHER_ARCHITECTURES:
-        raise EdgeXrayError(f"unknown architecture {cfg.arch!r} "
-                            f"(choose from {', '.join([*ARCHITECTURES, *TEACHER_ARCHITECTURES])})")
+    """Refuse a setting no run can use, with a usage error (exit code 2)."""
+    if cfg.arch not in ARCHITECTURES:
+        raise UsageError(f"unknown architecture {cfg.arch!r} (choose from {', '.join(ARCHITECTURES)})")
     if cfg.strategy not in STRATEGIES:
-        raise EdgeXrayError(f"unknown strategy {cfg.strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if cfg.arch in TEACHER_ARCHITECTURES and cfg.qat_epochs:
-        raise EdgeXrayError(f"a teacher (--arch {cfg.arch}) is float only: --qat-epochs must be 0")
+        raise UsageError(f"unknown strategy {cfg.strategy!r} (choose from {', '.join(STRATEGIES)})")
     if cfg.image_size < 32 or cfg.image_size % 32:
-        raise EdgeXrayError(f"--image-size must be a multiple of 32, at least 32 (got {cfg.image_size})")
+        raise UsageError(f"--image-size must be a multiple of 32, at least 32 (got {cfg.image_size})")
 
 
-def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = False, teachers=(), callbacks=None,
+def config_from_recipe(recipe: dict) -> TrainConfig:
+    """The TrainConfig of a stored recipe (config.json's `train`, a card's `training.recipe`); settings this
+    version no longer has (a distillation teacher's, before 0.4.0) are left out."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in recipe.items() if k in known})
+
+
+def _resumed_config(run: RunDir, out, options: dict) -> tuple[dict, TrainConfig]:
+    """The state and configuration of an interrupted run; OPTIONS may only extend its epochs."""
+    if not run.has(STATE):
+        raise UsageError(f"{out}: nothing to resume (no state.json); start without --resume")
+    state, cfg = run.state, config_from_recipe(run.config["train"])
+    changed = sorted(k for k, v in options.items()
+                     if k not in ("epochs", "qat_epochs") and v is not None and getattr(cfg, k, v) != v)
+    if changed:
+        raise UsageError(f"--resume keeps the run's own settings (cannot change {', '.join(changed)})")
+    for k in ("epochs", "qat_epochs"):  # a resumed run may be extended, never shortened or given QAT afresh
+        v = options.get(k)
+        if v is not None and (v < getattr(cfg, k) or (k == "qat_epochs" and cfg.qat_epochs == 0 and v)):
+            raise UsageError(f"--resume can only extend the run: --{k.replace('_', '-')} {v} "
+                             f"(the run has {getattr(cfg, k)})")
+    return state, cfg
+
+
+def train(data_dir, out, config: TrainConfig | None = None, *, resume: bool = False, callbacks=None,
           quiet: bool = False, **options) -> dict:
     """Train a run into OUT (see edge_xray.train.rundir for its files); returns its metrics.
 
     CONFIG (default TrainConfig()) with OPTIONS (TrainConfig fields, e.g. epochs=2, image_size=32) on top.
     With RESUME, the run's own configuration is used; only `epochs` and `qat_epochs` may extend it.
-    TEACHERS (finished run folders) are distilled: the training targets become
-    (1 - DISTILL_ALPHA) * one-hot + DISTILL_ALPHA * the teachers' mean probabilities on the
-    un-augmented training images (the validation images are never shown to them).
+    A setting that cannot be used raises UsageError (exit code 2); an OUT that already holds a run
+    without RESUME, EdgeXrayError (exit code 1).
     """
     t_start = time.time()
     run = RunDir(out)
+    unknown = sorted(set(options) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise UsageError(f"unknown training option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
     if resume:
-        if not run.has(STATE):
-            raise EdgeXrayError(f"{out}: nothing to resume (no state.json); start without --resume")
-        stored = run.config["train"]
-        known = {f.name for f in fields(TrainConfig)}
-        state, cfg = run.state, TrainConfig(**{k: v for k, v in stored.items() if k in known})
-        changed = sorted(k for k, v in options.items()
-                         if k not in ("epochs", "qat_epochs") and v is not None and getattr(cfg, k, v) != v)
-        if changed:
-            raise EdgeXrayError(f"--resume keeps the run's own settings (cannot change {', '.join(changed)})")
-        for k in ("epochs", "qat_epochs"):  # a resumed run may be extended, never shortened or given QAT afresh
-            v = options.get(k)
-            if v is not None and (v < getattr(cfg, k) or (k == "qat_epochs" and cfg.qat_epochs == 0 and v)):
-                raise EdgeXrayError(f"--resume can only extend the run: --{k.replace('_', '-')} {v} "
-                                    f"(the run has {getattr(cfg, k)})")
+        state, cfg = _resumed_config(run, out, options)
     else:
         if run.started:
             raise EdgeXrayError(f"{out}: already holds a run; use --resume or another --out")
         state = {"phase": None, "epoch": 0, "history": []}
         cfg = config or TrainConfig()
-        preset = TEACHER_PRESETS.get(options.get("arch") or cfg.arch, {})  # the options below still win
-        cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) == getattr(TrainConfig(), k)})
-        if teachers:
-            options["teachers"] = [Path(t).name for t in teachers]
     cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
     _check_config(cfg)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(data_dir, run, cfg, state, teachers, callbacks, quiet)
+    trainer = Trainer(data_dir, run, cfg, state, callbacks, quiet)
     trainer.load_data()
     model = trainer.build()
     model = trainer.float_phase(model)
     qat = trainer.qat_phase(model)
     return trainer.evaluate_phase(qat, t_start)
-
-
-def check_teacher_folds(teachers, val_patients: set):
-    """Refuse a teacher that trained on any of the student's validation patients."""
-    for t in teachers:
-        split = RunDir(t).split if RunDir(t).has(SPLIT) else {}
-        seen = val_patients & set(split.get("train_patients", ()))
-        if seen:
-            raise EdgeXrayError(f"teacher {Path(t).name} trained on {len(seen)} of this run's validation patients: "
-                                f"give the student the teacher's --split-seed")
-
-
-def distill_targets(teachers, cfg: TrainConfig, images, labels, quiet) -> np.ndarray:
-    """(1 - alpha) * one-hot + alpha * the mean teacher probabilities, for the training images."""
-    from .tfcompat import load_keras_model
-
-    if not teachers:
-        raise EdgeXrayError("this run was distilled: give the same --teacher runs to --resume it")
-    probs = []
-    for t in teachers:
-        run = RunDir(t)
-        if not run.finished:
-            raise EdgeXrayError(f"teacher {t}: not a finished `edge-xray train` run (no metrics.json and model)")
-        m = load_keras_model(run.model)
-        probs.append(softmax(_eval_logits(m, prepare_all(images, m.input_shape[1])), cfg.distill_temperature))
-        if not quiet:
-            print(f"teacher {Path(t).name}: {m.input_shape[1]} px, training accuracy "
-                  f"{float((probs[-1].argmax(1) == labels).mean()):.3f} (3-class)", flush=True)
-    soft = np.mean(probs, axis=0)
-    return (1 - cfg.distill_alpha) * np.eye(3)[labels] + cfg.distill_alpha * soft
 
 
 def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -> dict:
