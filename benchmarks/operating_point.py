@@ -15,9 +15,9 @@ import numpy as np
 
 from edge_xray.train.rundir import RunDir, file_key
 
-from edge_xray import metrics
+from edge_xray import metrics, operating_point
 
-TARGET = metrics.OPERATING_TARGET
+TARGET = operating_point.OPERATING_TARGET
 
 
 def scores(data_dir: Path, run: Path):
@@ -50,16 +50,18 @@ def scores(data_dir: Path, run: Path):
 
 def rules(y, p_val, p_proxy):
     """name -> threshold, for each candidate rule."""
-    op = lambda **kw: metrics.choose_operating_point(**kw)[0]  # noqa: E731
+    def op(**kw):
+        return operating_point.choose_operating_point(**kw)[0]
+
     return {
-        "legacy: val sens >= 0.97, cap 0.5": metrics.choose_threshold(y, p_val, 0.97, 0.5),
-        "val sens >= 0.95": metrics.choose_threshold(y, p_val, TARGET, 1.0),
-        "val sens >= 0.97, no cap": metrics.choose_threshold(y, p_val, 0.97, 1.0),
+        "legacy: val sens >= 0.97, cap 0.5": operating_point.choose_threshold(y, p_val, 0.97, 0.5),
+        "val sens >= 0.95": operating_point.choose_threshold(y, p_val, TARGET, 1.0),
+        "val sens >= 0.97, no cap": operating_point.choose_threshold(y, p_val, 0.97, 1.0),
         "val 95% Wilson bound >= 0.95": op(y_val=y, p_val=p_val, confidence=0.95),
         "min(val, proxy) sens >= 0.95 (new default)": op(y_val=y, p_val=p_val, y_proxy=y, p_proxy=p_proxy),
         "min(val, proxy) Wilson bound >= 0.95": op(y_val=y, p_val=p_val, y_proxy=y, p_proxy=p_proxy,
                                                    confidence=0.95),
-        "proxy sens >= 0.97": metrics.choose_threshold(y, p_proxy, 0.97, 1.0),
+        "proxy sens >= 0.97": operating_point.choose_threshold(y, p_proxy, 0.97, 1.0),
     }
 
 

@@ -1,25 +1,16 @@
-"""Screening metrics, calibration fitting and the operating point, with numpy only (used on the device too).
+"""Screening metrics and calibration fitting, with numpy only (used on the device too).
 
-The decision itself (calibrated probabilities, label and type at a threshold) is edge_xray.decision's.
+The decision itself (calibrated probabilities, label and type at a threshold) is edge_xray.decision's;
+choosing the threshold (the operating point) and its intervals are edge_xray.operating_point's.
 """
 
 from __future__ import annotations
-
-from statistics import NormalDist
 
 import numpy as np
 
 from .decision import pneumonia_probability, predicted_classes, softmax
 
 ECE_BINS = 15
-SENSITIVITY_TARGET = 0.97
-MAX_THRESHOLD = 0.5  # the screening default never refers fewer children than a plain 0.5 would
-# The default operating point (choose_operating_point): 95 % sensitivity on a new population.
-OPERATING_TARGET = 0.95
-# None: the plain empirical sensitivity on each reference set (the shift proxy is the margin); a number
-# asks instead for that one-sided Wilson lower bound of sensitivity to reach the target (a sampling margin)
-OPERATING_CONFIDENCE = None
-REPORT_CONFIDENCE = 0.95  # the lower bound reported beside each expected sensitivity
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -91,98 +82,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bias=None) -> float:
     best = grid[int(np.argmin([nll(t) for t in grid]))]
     fine = np.exp(np.linspace(np.log(best) - 0.05, np.log(best) + 0.05, 41))
     return float(fine[int(np.argmin([nll(t) for t in fine]))])
-
-
-def choose_threshold(y, p, target: float = SENSITIVITY_TARGET, cap: float = MAX_THRESHOLD) -> float:
-    """The highest threshold whose sensitivity on (Y, P) is at least TARGET, capped at CAP."""
-    y = np.asarray(y).astype(bool)
-    pos = np.sort(np.asarray(p)[y])
-    if len(pos) == 0:
-        return cap
-    k = int(np.floor((1.0 - target) * len(pos) + 1e-9))  # positives allowed below (1 - 0.9 is 0.0999...)
-    t = float(pos[k])
-    return float(min(t, cap))
-
-
-def sensitivity_lower_bound(hits: int, n: int, confidence: float = REPORT_CONFIDENCE) -> float:
-    """One-sided Wilson lower bound of a proportion HITS / N at CONFIDENCE (0 when N is 0)."""
-    if n <= 0:
-        return 0.0
-    z = NormalDist().inv_cdf(confidence)
-    ph = hits / n
-    centre = ph + z * z / (2 * n)
-    half = z * np.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n))
-    return float((centre - half) / (1 + z * z / n))
-
-
-def _bounded_threshold(pos: np.ndarray, target: float, confidence) -> tuple[float, int]:
-    """The highest threshold on sorted positive scores POS whose sensitivity (or, with CONFIDENCE, its
-    one-sided lower bound) is >= TARGET. Returns the threshold and the number of positives below it."""
-    n = len(pos)
-    k = int(np.floor((1.0 - target) * n + 1e-9))  # positives allowed below (1 - 0.95 is 0.0500...04)
-    while confidence is not None and k > 0 and sensitivity_lower_bound(n - k, n, confidence) < target:
-        k -= 1
-    t = float(pos[k])
-    return t, int((pos < t).sum())  # ties at the threshold count as found
-
-
-def choose_operating_point(y_val, p_val, y_proxy=None, p_proxy=None, target: float = OPERATING_TARGET,
-                           confidence: float | None = OPERATING_CONFIDENCE) -> tuple[float, dict]:
-    """The default screening threshold, with a margin for a new population; returns (threshold, record).
-
-    Rule: on each reference set (the validation split and, when given, the shift proxy), take the
-    highest threshold whose pneumonia sensitivity is at least TARGET (with CONFIDENCE: whose one-sided
-    Wilson lower bound is); the operating point is the lowest of these, so the harder set binds. No cap.
-
-    Assumption: on a new population the model's ranking transfers but its scores move; pneumonia at a
-    new site scores at least as high, relative to this threshold, as on the harder of validation and
-    the shift proxy (the proxy gives normal scans the pneumonia acquisition look and pneumonia scans
-    the normal look, so pneumonia scores fall there). Normal scores may move up: the expected
-    specificity is reported for both sets, and the proxy's is the one to expect on a new site.
-
-    Y_* are booleans (pneumonia), P_* the calibrated pneumonia probabilities. The record holds the
-    rule text, the assumption, each set's own bounded threshold, and the sensitivity and specificity
-    that each set gives at the chosen threshold (the figures the operating point expects).
-    """
-    sets = {"val": (y_val, p_val)}
-    if y_proxy is not None and p_proxy is not None:
-        sets["shift_proxy"] = (y_proxy, p_proxy)
-    per_set = {}
-    for name, (y, p) in sets.items():
-        y = np.asarray(y).astype(bool)
-        p = np.asarray(p, np.float64)
-        pos = np.sort(p[y])
-        if len(pos) == 0:
-            raise ValueError(f"choose_operating_point: no pneumonia cases in {name}")
-        t, k = _bounded_threshold(pos, target, confidence)
-        per_set[name] = {"threshold": t, "positives": len(pos), "positives_below": k}
-    binding = min(per_set, key=lambda n: per_set[n]["threshold"])
-    threshold = per_set[binding]["threshold"]
-    expected = {}
-    for name, (y, p) in sets.items():
-        m = binary_metrics(y, p, threshold)
-        hits = m["confusion_2class"]["matrix"][1][1]
-        expected[name] = {"sensitivity": round(m["sensitivity"], 4),
-                          "sensitivity_lower_bound": round(sensitivity_lower_bound(
-                              hits, per_set[name]["positives"], confidence or REPORT_CONFIDENCE), 4),
-                          "specificity": round(m["specificity"], 4), "accuracy": round(m["accuracy"], 4)}
-    measure = (f"pneumonia sensitivity has a one-sided {confidence:.0%} Wilson lower bound" if confidence
-               else "pneumonia sensitivity is")
-    record = {
-        "rule": (f"the highest threshold whose {measure} >= {target:.0%} on each of {' and '.join(sets)}; "
-                 f"the lowest of these (the harder set binds); no cap"),
-        "assumption": ("the ranking transfers to a new population but scores move: pneumonia at a new site "
-                       "scores at least as high, relative to this threshold, as on the harder reference set "
-                       "(the shift proxy swaps the class-typical acquisition, lowering pneumonia scores); "
-                       "normal scores may rise, so expect specificity nearer the shift proxy's than validation's"),
-        "target_sensitivity": target,
-        "confidence": confidence,
-        "lower_bound_confidence": confidence or REPORT_CONFIDENCE,
-        "binding_set": binding,
-        "per_set_threshold": {n: round(v["threshold"], 4) for n, v in per_set.items()},
-        "expected": expected,
-    }
-    return threshold, record
 
 
 def binary_metrics(y, p, threshold: float) -> dict:

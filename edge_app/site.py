@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, ModelError
+from .operating_point import (INTERVAL_CONFIDENCE, SITE_TARGET, clopper_pearson, expected_sensitivity,
+                              site_sensitivity_interval, site_threshold)
 
 SITE_FORMAT = "edge-xray-site/1"
-DEFAULT_SENSITIVITY = 0.95
-CONFIDENCE = 0.95
+DEFAULT_SENSITIVITY = SITE_TARGET
+CONFIDENCE = INTERVAL_CONFIDENCE
 MIN_PER_CLASS = 20  # scans of each class below which a sample says too little
 MAX_SENSITIVITY_CI_WIDTH = 0.20  # a wider 95 % interval of the sensitivity is refused
 QUANTILES = 101  # reference distributions are kept as this many quantiles
@@ -40,60 +42,8 @@ KS_ALPHA = 0.01  # "shifted" needs both: a KS p-value below this (not chance) an
 
 
 # statistics ---------------------------------------------------------------------------------------
-def _log_binom_pmf(k: np.ndarray, n: int, p: float) -> np.ndarray:
-    lg = math.lgamma
-    return np.array([lg(n + 1) - lg(i + 1) - lg(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p) for i in k])
-
-
-def _binom_sf(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    return float(np.exp(_log_binom_pmf(np.arange(k, n + 1), n, p)).sum())
-
-
-def _bisect(f, lo=0.0, hi=1.0, iters=80) -> float:
-    """The root of an increasing F on [lo, hi]."""
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if f(mid) < 0:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) interval of a proportion K / N."""
-    if n <= 0:
-        return (0.0, 1.0)
-    a = (1.0 - confidence) / 2
-    lo = 0.0 if k == 0 else _bisect(lambda p: _binom_sf(k, n, p) - a)
-    hi = 1.0 if k == n else _bisect(lambda p: a - (1.0 - _binom_sf(k + 1, n, p)))
-    return (lo, hi)
-
-
-def site_threshold(p_pneumonia, target: float = DEFAULT_SENSITIVITY) -> float:
-    """The threshold that flags a new pneumonia scan of the site with probability >= TARGET (see above)."""
-    pos = np.sort(np.asarray(p_pneumonia, np.float64))
-    n = len(pos)
-    if n == 0:
-        raise InputError("no pneumonia scans to set a threshold on")
-    j = max(1, int(math.floor((1.0 - target) * (n + 1) + 1e-9)))
-    return float(pos[j - 1])
-
-
-def expected_sensitivity(n: int, target: float = DEFAULT_SENSITIVITY) -> float:
-    j = max(1, int(math.floor((1.0 - target) * (n + 1) + 1e-9)))
-    return (n - j + 1) / (n + 1)
-
-
+# the threshold rule and the intervals are edge_xray.operating_point's; imported here under the names
+# this module has always offered
 def scans_needed(n_normal: int, n_pneumonia: int, target: float = DEFAULT_SENSITIVITY) -> dict:
     """How many more scans of each class the sample needs ({} when it is enough)."""
     more = {}
@@ -101,8 +51,7 @@ def scans_needed(n_normal: int, n_pneumonia: int, target: float = DEFAULT_SENSIT
         more["NORMAL"] = MIN_PER_CLASS - n_normal
     n = max(n_pneumonia, MIN_PER_CLASS)
     while True:  # the sensitivity interval, at the flagged count the rule gives, must be narrow enough
-        k = n - max(1, int(math.floor((1.0 - target) * (n + 1) + 1e-9))) + 1
-        lo, hi = clopper_pearson(k, n)
+        lo, hi = site_sensitivity_interval(n, target)
         if hi - lo <= MAX_SENSITIVITY_CI_WIDTH:
             break
         n += 1

@@ -34,14 +34,6 @@ def test_expected_calibration_error_hand_computed():
     assert metrics.expected_calibration_error([1, 1, 0, 0], [0.75, 0.75, 0.75, 0.75]) == pytest.approx(0.25)
 
 
-def test_choose_threshold_reaches_the_sensitivity_and_is_capped():
-    y = np.array([1] * 10 + [0] * 5)
-    p = np.array([0.05, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99] + [0.1] * 5)
-    t = metrics.choose_threshold(y, p, target=0.9, cap=1.0)
-    assert t == 0.3 and (p[y == 1] >= t).mean() >= 0.9
-    assert metrics.choose_threshold(y, p, target=0.9, cap=0.25) == 0.25
-
-
 def test_fit_temperature_recovers_a_known_scale():
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 2, (4000, 3))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_xray import LABELS, metrics
+from edge_xray import operating_point as op
 from edge_xray.decision import pneumonia_probability, softmax
 from edge_xray.errors import EdgeXrayError, InputError, UsageError
 
@@ -48,11 +49,11 @@ class TrainConfig:
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
     val_fraction: float = 0.15
-    sensitivity_target: float = metrics.SENSITIVITY_TARGET
-    threshold_cap: float = metrics.MAX_THRESHOLD
-    # issue 9: the default operating point (metrics.choose_operating_point); the two above are the legacy rule
-    operating_target: float = metrics.OPERATING_TARGET
-    operating_confidence: float = metrics.OPERATING_CONFIDENCE
+    sensitivity_target: float = op.SENSITIVITY_TARGET
+    threshold_cap: float = op.MAX_THRESHOLD
+    # issue 9: the default operating point (operating_point.choose_operating_point); the two above are the legacy rule
+    operating_target: float = op.OPERATING_TARGET
+    operating_confidence: float = op.OPERATING_CONFIDENCE
     shift_swap: float = 0.0  # share of training images given the other class's acquisition look (aug.shift_proxy)
     limit: int | None = None
     seed: int = 0
@@ -461,8 +462,8 @@ def evaluate_run(model, cfg, val_x, val_y, images, labels, tr, va, quiet=True) -
     proxy_x = prepare_all(np.stack([aug.shift_proxy(a, int(c)) for a, c in zip(images[va], val_y)]), cfg.image_size)
     proxy_cal = softmax(_eval_logits(model, proxy_x), temperature, bias)
     # --- operating point (issue 9): the harder of validation and shift proxy, with a sampling margin
-    legacy = metrics.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
-    threshold, operating_point = metrics.choose_operating_point(
+    legacy = op.choose_threshold(val_y > 0, p, cfg.sensitivity_target, cfg.threshold_cap)
+    threshold, operating_point = op.choose_operating_point(
         val_y > 0, p, val_y > 0, pneumonia_probability(proxy_cal), cfg.operating_target,
         cfg.operating_confidence)
     operating_point["legacy"] = {"threshold": legacy, "rule": f"highest threshold with validation sensitivity >= "
