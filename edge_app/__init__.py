@@ -10,7 +10,7 @@ only numpy, Pillow and a TFLite interpreter. Training, calibration and conversio
 that need TensorFlow and are imported only by the commands that use them.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.4.0"
 
 LABELS = ("NORMAL", "BACTERIAL", "VIRAL")  # order of the model's logits
 

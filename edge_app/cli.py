@@ -15,7 +15,6 @@ import sys
 
 import click
 
-from . import __version__
 from .errors import EXIT_INPUT, EdgeXrayError
 
 TRAIN_EXTRA_MODULES = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "sklearn", "matplotlib")
@@ -41,8 +40,19 @@ def _echo_json(obj):
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+def _print_versions(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from .versions import version_lines, versions
+
+    for line in version_lines(versions()):
+        click.echo(line)
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edge-xray")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
+              help="Show the package's version and the versions of the models it ships, and exit.")
 def cli():
     """Offline pediatric pneumonia screening from chest X-rays. A screening aid, not a diagnosis."""
 
@@ -177,31 +187,23 @@ def audit_verify(file):
 @model_option
 @click.option("--json", "as_json", is_flag=True)
 def info(model, as_json):
-    """Show the model card."""
+    """Show the versions (package, models) and the model card, and the device's runtime and CPU."""
+    from .platform_info import info_report, platform_lines
     from .runtime import Model
 
     with user_errors():
         m = Model(model)
-    card = m.card.to_dict()
-    card["model_path"] = str(m.path)
-    if card.get("float_model"):
-        card["float_model"] = str((m.path.parent / card["float_model"]).resolve())
-    from .platform_info import platform_lines, platform_report
-    from .trust import is_trusted
-
-    card["model_verified"] = is_trusted(m.path, m.card.file_sha256)
-    plat = platform_report(m)
-    card.update(plat)
+    card = info_report(m)
     if as_json:
         _echo_json(card)
         return
-    card.pop("cam", None)
-    card.pop("gate", None)
-    for k in ("name", "version", "format", "model_path", "sha256", "size_bytes", "labels", "threshold",
-              "temperature", "float_model", "model_verified"):
+    for k in ("package_version", "name", "version", "format", "model_path", "sha256", "size_bytes", "labels",
+              "threshold", "temperature", "float_model", "model_verified"):
         if k in card:
             click.echo(f"{k}: {card[k]}")
-    for line in platform_lines(plat):  # issue 14
+    for aux in card["auxiliary_models"]:
+        click.echo(f"auxiliary_model: {aux['name']} {aux['version']} ({aux['file']})")
+    for line in platform_lines(card):  # issue 14
         click.echo(line)
     click.echo(f"input: {json.dumps(card.get('input'))}")
     for k in ("metrics", "training", "calibration"):

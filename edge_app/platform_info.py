@@ -113,3 +113,21 @@ def platform_lines(report: dict) -> list[str]:
         f"cpu: {report['cpu_model']} ({report['architecture']})",
         f"cpu_int8_features: {features_line(report['cpu_int8_features'])}",
     ]
+
+
+def info_report(model) -> dict:
+    """What `edge-xray info` shows for a loaded runtime.Model: its card, where it is, whether the package
+    ships it, the package's and the auxiliary models' versions (edge_xray.versions), and platform_report."""
+    from .trust import is_trusted
+    from .versions import versions
+
+    card = model.card.to_dict()
+    card["model_path"] = str(model.path)
+    if card.get("float_model"):
+        card["float_model"] = str((model.path.parent / card["float_model"]).resolve())
+    card["model_verified"] = is_trusted(model.path, model.card.file_sha256)
+    v = versions({"name": card.get("name"), "version": card.get("version"), "file": model.path.name})
+    card["package_version"] = v["package"]
+    card["auxiliary_models"] = v["auxiliary_models"]
+    card.update(platform_report(model))
+    return card
