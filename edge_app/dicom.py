@@ -47,7 +47,7 @@ def read_dicom(source, max_pixels: int):
         return _read_dicom(source, max_pixels)
     except (ImageError, MemoryError):
         raise
-    except Exception as e:  # noqa: BLE001 - odd tags can fail anywhere in pydicom: one clean line
+    except Exception as e:  # odd tags can fail anywhere in pydicom: one clean line
         raise ImageError(f"DICOM file unreadable ({type(e).__name__})") from None
 
 
@@ -199,7 +199,7 @@ def _voi(a: np.ndarray, ds) -> np.ndarray | None:
             from pydicom.pixel_data_handlers.util import apply_voi_lut
         try:
             return np.asarray(apply_voi_lut(np.rint(a).astype(np.int64), ds, index=0), np.float32)
-        except Exception:  # noqa: BLE001 - a broken LUT: fall back to the window or the robust window
+        except Exception:  # a broken LUT: fall back to the window or the robust window
             pass
     if "WindowCenter" not in ds or "WindowWidth" not in ds:
         return None

@@ -77,7 +77,7 @@ def _readable_formats() -> set:
             formats.add("WEBP")
         if features.check("jpg_2000"):
             formats.add("JPEG2000")
-    except Exception:  # noqa: BLE001 - a missing feature module means: not readable
+    except Exception:  # a missing feature module means: not readable
         pass
     return formats
 
@@ -98,7 +98,7 @@ def dicomdir_files(path) -> list[Path]:
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         records = ds.DirectoryRecordSequence
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt files
+    except Exception as e:  # pydicom raises many types on corrupt files
         raise ValueError(f"not a readable DICOMDIR ({type(e).__name__})") from None
     out = []
     for rec in records:

@@ -209,7 +209,7 @@ def _orientation(im: Image.Image, data: bytes):
             exif.load(raw)
             return ORIENTATION.get(exif.get(0x0112))
         return ORIENTATION.get(im.getexif().get(0x0112))
-    except Exception:  # noqa: BLE001 - unreadable EXIF: no orientation
+    except Exception:  # unreadable EXIF: no orientation
         return None
 
 
@@ -220,7 +220,7 @@ def decode_large(im: Image.Image, data: bytes):
         return _decode_large(im, data)
     except (ImageError, MemoryError):
         raise
-    except Exception as e:  # noqa: BLE001 - a corrupt file may fail anywhere in a decoder: one clean line
+    except Exception as e:  # a corrupt file may fail anywhere in a decoder: one clean line
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"corrupt or truncated image ({msg})") from None
 

@@ -148,7 +148,7 @@ def _frames_note(im: Image.Image) -> str | None:
     """'first of 3 pages screened' for a multi-page TIFF (frames for other formats), else None."""
     try:
         n = int(getattr(im, "n_frames", 1) or 1)
-    except Exception:  # noqa: BLE001 - a broken page index: screen the first page without a note
+    except Exception:  # a broken page index: screen the first page without a note
         return None
     if n <= 1:
         return None
