@@ -10,6 +10,10 @@ only numpy, Pillow and a TFLite interpreter. Training, calibration and conversio
 that need TensorFlow and are imported only by the commands that use them.
 """
 
+if __name__ != "edge_xray":  # the folder imported by its own name (Python started in the checkout): a second copy
+    raise ImportError(f"{__name__} is the source folder of the package edge_xray: `import edge_xray` "
+                      "(install the checkout with `pip install -e .`), never the folder itself")
+
 __version__ = "0.4.0"
 
 LABELS = ("NORMAL", "BACTERIAL", "VIRAL")  # order of the model's logits
