@@ -262,7 +262,8 @@ def train(data_dir, out, epochs, qat_epochs, image_size, arch, limit, seed, spli
         try:
             run(data_dir, out, resume=resume, quiet=quiet, **{k: v for k, v in options.items() if v is not None})
         except KeyboardInterrupt:
-            raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} --resume`") from None
+            raise click.ClickException(f"interrupted: continue with `edge-xray train {data_dir} --out {out} "
+                                       "--resume`") from None
 
 
 @cli.command()

@@ -188,12 +188,14 @@ class Gate:
         if self.template is not None:
             c = correlation(layout(x), self.template)
             if c < self.min_correlation:
-                return f"does not look like a frontal chest X-ray: its layout does not match (correlation {c:.2f} < {self.min_correlation:.2f})"
+                return ("does not look like a frontal chest X-ray: its layout does not match "
+                        f"(correlation {c:.2f} < {self.min_correlation:.2f})")
         if features is None:
             return None
         dist = self.feature_distance(features) if distance is None else distance
         if dist > self.threshold:
-            return f"does not look like a chest X-ray: its content is unlike the training X-rays (distance {dist:.1f} > {self.threshold:.1f})"
+            return ("does not look like a chest X-ray: its content is unlike the training X-rays "
+                    f"(distance {dist:.1f} > {self.threshold:.1f})")
         if self.shape is not None and self.template is not None:
             return self.shape_reason(x, features)
         return None

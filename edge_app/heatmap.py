@@ -134,7 +134,8 @@ def render_heatmap(card: dict, gray_image: Image.Image, features: np.ndarray, re
         c = TYPE_INDEX.get(result.get("pneumonia_type"), 1) if label == "PNEUMONIA" else 0
         m = cam(card, features, c)
         # one grey heat layer, enlarged by Pillow; colour and opacity from it by lookup tables (fast)
-        heat = Image.fromarray(np.uint8(np.rint(np.clip(m, 0, 1) * 255)), mode="L").resize(size, Image.Resampling.BICUBIC)
+        heat = Image.fromarray(np.uint8(np.rint(np.clip(m, 0, 1) * 255)), mode="L")
+        heat = heat.resize(size, Image.Resampling.BICUBIC)
         colour = Image.merge("RGB", [heat.point(lut) for lut in _colour_luts(colours)])
         overlay = (colour, heat.point(_alpha_lut()))
 

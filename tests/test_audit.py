@@ -19,7 +19,8 @@ def test_audit_log_in_missing_folder_is_a_usage_error(tmp_path):
     r = run("classify", scan, "--audit-log", tmp_path / "nowhere" / "audit.log")
     assert_clean(r)
     assert r.exit_code == 2
-    assert r.stderr == f"Error: cannot write the audit log {tmp_path / 'nowhere' / 'audit.log'}: No such file or directory\n"
+    log = tmp_path / "nowhere" / "audit.log"
+    assert r.stderr == f"Error: cannot write the audit log {log}: No such file or directory\n"
 
 
 def full_disk_after(n):

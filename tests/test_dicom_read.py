@@ -66,7 +66,8 @@ def test_tinted_image_as_png_and_rgb_dicom_gets_the_same_decision(screener, tmp_
     Image.fromarray(rgb, "RGB").save(tmp_path / "t.png")
     p = dicom_file(tmp_path / "t.dcm", rgb)
     a, b = screener.classify(tmp_path / "t.png"), screener.classify(p)
-    assert a.status == b.status == "rejected" and a.error == b.error == "colour image: not a radiograph (X-rays are grey)"
+    assert a.status == b.status == "rejected"
+    assert a.error == b.error == "colour image: not a radiograph (X-rays are grey)"
 
 
 def test_multiframe_dicom_screens_the_first_frame_and_says_so(screener, tmp_path):

@@ -28,7 +28,8 @@ def test_non_utf8_file_name_survives_into_csv_jsonl_and_audit_log(tmp_path):
         assert_clean(r)
         assert r.exit_code in (0, 3)
         text = (tmp_path / out).read_bytes().decode("utf-8")  # valid UTF-8
-        rows = list(csv.DictReader(text.splitlines())) if out.endswith(".csv") else [json.loads(x) for x in text.splitlines()]
+        lines = text.splitlines()
+        rows = list(csv.DictReader(lines)) if out.endswith(".csv") else [json.loads(x) for x in lines]
         assert [Path(x["path"]).name for x in rows] == ["scan\\xff.png", "z-second.png"]  # the batch went on
         assert all(x["status"] in ("ok", "rejected") for x in rows)
         assert [json.loads(x)["path"] for x in r.stdout.splitlines()] == [x["path"] for x in rows]

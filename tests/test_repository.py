@@ -47,9 +47,44 @@ def test_importing_the_source_folder_by_its_own_name_fails_clearly():
     assert "edge_app" not in sys.modules and edge_xray.__name__ == "edge_xray"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff is not installed (the dev extra installs it)")
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff is not installed (the dev extra has it)")
 def test_ruff_check_is_clean():
     """The linter's rules (pyproject.toml) hold on the whole repository; .ci/run runs the same check."""
     p = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
+
+
+MAX_FUNCTION_LINES = 80
+# functions of edge_app/ allowed to be longer, each with its reason: none
+LONG_FUNCTIONS_ALLOWED: dict[str, str] = {}
+# being split this round in another branch (the worklist issue): tolerated only until the merge
+BEING_SPLIT = {"serve.py:create_app"}
+
+
+def long_functions(folder: Path, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """`file:function` -> lines (from `def` to its last line, docstring included) over LIMIT, nested ones too."""
+    import ast
+
+    out = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    out[f"{path.name}:{node.name}"] = lines
+    return out
+
+
+def test_long_functions_are_found(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(85))
+    (tmp_path / "m.py").write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}\n")
+    assert long_functions(tmp_path) == {"m.py:long": 86}
+
+
+def test_no_function_in_edge_app_is_longer_than_80_lines():
+    """Issue 23: short functions on the device side; an exception must be listed with its reason."""
+    found = {k: v for k, v in long_functions(ROOT / "edge_app").items() if k not in LONG_FUNCTIONS_ALLOWED}
+    if found and set(found) <= BEING_SPLIT:
+        pytest.xfail(f"{found}: split in another branch this round; remove BEING_SPLIT after the merge")
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines: {found}"

@@ -36,7 +36,8 @@ def test_auxiliary_models_are_found_by_their_cards(tmp_path):
     assert v["screening_model"] == {"name": "edge-xray-pneumonia", "version": "9.9.9", "file": "edge-xray-int8.tflite"}
     assert [(m["name"], m["version"]) for m in v["auxiliary_models"]] == [
         (None, None), ("edge-xray-orientation", "0.1.0"), ("edge-xray-something-new", "0.0.1")]  # by card file name
-    assert versions.version_lines(v)[3] == "auxiliary model: edge-xray-orientation 0.1.0 (edge-xray-orientation-int8.tflite)"
+    assert versions.version_lines(v)[3] == ("auxiliary model: edge-xray-orientation 0.1.0 "
+                                            "(edge-xray-orientation-int8.tflite)")
     assert "broken.tflite" in versions.version_lines(v)[2] and "(version unknown)" in versions.version_lines(v)[2]
 
 

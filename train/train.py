@@ -165,7 +165,8 @@ class EpochLogger:
     """Per-epoch: validation metrics, one line of progress, history, checkpoint, best weights."""
 
     def __init__(self, trainer: "Trainer", phase: str, model, ckpt, total: int, schedule):
-        self.trainer, self.phase, self.model, self.ckpt, self.total, self.schedule = trainer, phase, model, ckpt, total, schedule
+        self.trainer, self.phase, self.model = trainer, phase, model
+        self.ckpt, self.total, self.schedule = ckpt, total, schedule
         self.t0 = time.time()
 
     def callback(self):
@@ -378,7 +379,8 @@ class Trainer:
         result["model"] = self.config["model"]
         self.run.write(METRICS, result)
         v = result["val"]
-        self.log(f"validation ({'QAT' if self.cfg.qat_epochs else 'float'}, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
+        kind = "QAT" if self.cfg.qat_epochs else "float"
+        self.log(f"validation ({kind}, T={result['temperature']:.2f}, threshold {result['threshold']:.3f}): "
                  f"accuracy {v['accuracy']:.4f}  sensitivity {v['sensitivity']:.4f}  specificity "
                  f"{v['specificity']:.4f}  AUC {v['auc']:.4f}  ECE {result['ece_before']:.4f} -> {v['ece']:.4f}")
         self.log(f"run written to {self.run.path}")
