@@ -5,7 +5,7 @@
 Run it (with --write) whenever the bundled model changes; tests/test_bundled.py checks that the
 bundled model still gives these answers (label equal, p within 0.01) on this machine's runtime.
 A new bundled model also needs its sha256 in edge_app/trust.py (BUNDLED_SHA256: `sha256sum
-edge_app/models/*.tflite`), or it runs only as unverified; tests/test_hardening.py checks the list.
+edge_app/models/*.tflite`), or it runs only as unverified; tests/test_trust.py checks the list.
 """
 
 from __future__ import annotations

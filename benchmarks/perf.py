@@ -1,4 +1,4 @@
-"""The performance table of this machine: what the README's Performance section quotes.
+"""The performance table of this machine: what docs/model-card.md (Speed) quotes.
 
     python benchmarks/perf.py [--fullres FULLRES_DIR] [--runs N] [--repeats N] [--model FILE]
 
