@@ -18,7 +18,7 @@ import time
 import unicodedata
 from collections import defaultdict, deque
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import UsageError
 
@@ -65,19 +65,21 @@ def access_code(host: str, pin: str | None = None) -> str | None:
     return f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
-def safe_next(target) -> str:
-    """TARGET when it is a path on this server ("/", "/?show=1"), else "/". Anything a browser would
-    read as another host is refused: "//host", "/\\host", and control characters or spaces, which
-    browsers drop from URLs ("/\\t/host" becomes "//host")."""
-    t = str(target or "")
+def _on_this_server(t: str) -> bool:
     if not t.startswith("/") or t.startswith("//") or "\\" in t or len(t) > 2000:
-        return "/"
+        return False
     if any(c.isspace() or unicodedata.category(c)[0] in "CZ" for c in t):
-        return "/"
+        return False
     parts = urlsplit(t)
-    if parts.scheme or parts.netloc:
-        return "/"
-    return t
+    return not parts.scheme and not parts.netloc
+
+
+def safe_next(target) -> str:
+    """TARGET when it is a path on this server ("/", "/?show=1"), else "/". Anything a browser could
+    read as another host is refused, percent-encoded or not: "//host", "/\\host", and control
+    characters or spaces, which browsers drop from URLs ("/\t/host" becomes "//host")."""
+    t = str(target or "")
+    return t if _on_this_server(t) and _on_this_server(unquote(t)) else "/"
 
 
 class Access:
