@@ -94,6 +94,7 @@ UNREADABLE = (
     N_("DICOM pixel data unreadable ({detail})"),
     N_("folder holds no images"),
     N_("upload could not be saved on this device ({detail})"),
+    N_("expected a 2-D grayscale array, got shape {shape}"),
 )
 
 NOTES = (

@@ -36,7 +36,7 @@ RETENTION_DAYS = 90
 MAX_RETENTION_DAYS = 3650
 VISIT_ID_MAX = 32
 # a visit or case number: letters and digits first, then letters, digits, space and . / # -
-VISIT_ID = re.compile(rf"[^\W_][\w ./#-]{{0,{VISIT_ID_MAX - 1}}}")
+VISIT_ID = re.compile(rf"[^\W_][\w ./#°-]{{0,{VISIT_ID_MAX - 1}}}")
 LIST_LIMIT = 200  # entries a page or an API call returns at most
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS screenings (
