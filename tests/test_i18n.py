@@ -174,3 +174,16 @@ def test_classify_lang_translates_the_words_not_the_fields(tmp_path):
     assert row["error"] == "not an image file (unknown or corrupt format)" and "urgency" in row
     r = CliRunner().invoke(cli, ["classify", str(bad), "--lang", "klingon"])
     assert r.exit_code == 2 and "--lang" in r.output
+
+
+def test_catalogues_and_page_files_are_package_data():
+    """setup.cfg ships the compiled catalogues and the page's files (a wheel without them would serve
+    English only, or nothing)."""
+    from setuptools.config.setupcfg import read_configuration
+
+    globs = read_configuration(str(ROOT / "setup.cfg"))["options"]["package_data"]["edge_xray"]
+    shipped = {p.relative_to(PACKAGE).as_posix() for g in globs for p in PACKAGE.glob(g)}
+    for lang in LANGUAGES:
+        assert f"locale/{lang}/LC_MESSAGES/edge_xray.mo" in shipped
+    for f in ("web/templates/index.html", "web/templates/clear.html", "web/static/app.js", "models/edge-xray-int8.tflite"):
+        assert f in shipped
