@@ -219,7 +219,8 @@ def card(e) -> dict:
             "ok": s.ok, "status": s.status, "chance": chance(s, lang) if s.ok else None, "kind": kind(s, lang),
             "advice": translate(s.advice, lang) if s.ok else None, "refusal": refusal(s, lang),
             "thumbnail": e.has_thumbnail, "heatmap": e.has_heatmap, "heatmap_error": s.heatmap_error,
-            "normal": s.ok and s.label == "NORMAL"}
+            "normal": s.ok and s.label == "NORMAL", "note": translate(s.note, lang),
+            "turned": s.orientation_corrected or 0}
 
 
 def page(shown=(), found=None, message=None, status=200):
