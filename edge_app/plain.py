@@ -51,12 +51,13 @@ def words(s, lang) -> str:
 
 
 def percent(p: float) -> str:
-    """P as a whole percentage, never rounded to a certainty: "97 %", "> 99 %", "< 1 %"."""
+    """P as a whole percentage, never rounded to a certainty: "97 %", "> 99 %", "< 1 %" (no-break
+    spaces: a line never ends inside one)."""
     if p > 0.99:
-        return "> 99 %"
+        return "> 99\u00a0%"
     if p < 0.01:
-        return "< 1 %"
-    return f"{round(100 * p)} %"
+        return "< 1\u00a0%"
+    return f"{round(100 * p)}\u00a0%"
 
 
 def chance(s, lang) -> str:

@@ -5,16 +5,24 @@ device's local time with its UTC offset; every word is in the page's language.""
 from __future__ import annotations
 
 import io
+import unicodedata
+from functools import lru_cache
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .heatmap import font, wrap_text
+from .heatmap import font as builtin_font, wrap_text
 from .i18n import N_, gettext as _g, translate
 from .plain import RGB, chance, kind, local_time, urgency, words
 
 SLIP_DPI = 150
 SLIP_SIZE = (1240, 1754)  # A4 at SLIP_DPI
 MARGIN = 90
+# Fonts with the accents of every language of the catalogue, found among the system's fonts (Pillow
+# looks in the usual folders: /usr/share/fonts on Linux, where Raspberry Pi OS and Debian install
+# DejaVu). Without any, Pillow's own font, which has no accented letters: the slip then drops accents
+# ("referência" -> "referencia") rather than print boxes.
+FONT_FILES = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "NotoSans-Regular.ttf", "FreeSans.ttf", "Arial.ttf",
+              "arial.ttf")
 BLANKS = (N_("Child's name"), N_("Health worker's name"), N_("Health worker's signature"))
 
 
@@ -50,6 +58,31 @@ def slip_lines(e, info: dict, lang) -> dict:
     }
 
 
+@lru_cache(maxsize=16)
+def font(size: int):
+    """(a font at SIZE pixels with accented letters, True) or (Pillow's own font, False)."""
+    for name in FONT_FILES:
+        try:
+            return ImageFont.truetype(name, size), True
+        except OSError:
+            continue
+    return builtin_font(size), False
+
+
+def unaccented(text: str) -> str:
+    """TEXT with its accents dropped (é -> e, ç -> c) and any other letter outside ASCII as "?", for a
+    font that has only ASCII (the middle dot stays)."""
+    out = []
+    for c in text:
+        c = {"°": "o", "—": "-", "…": "...", "\u00a0": " "}.get(c, c)
+        if ord(c) < 128 or c == "·":
+            out.append(c)
+        else:
+            plain = "".join(x for x in unicodedata.normalize("NFKD", c) if ord(x) < 128)
+            out.append(plain or "?")
+    return "".join(out)
+
+
 def _lines(d, y, text, f, width, fill, step):
     for line in wrap_text(d, text, f, width):
         d.text((MARGIN, y), line, font=f, fill=fill)
@@ -78,8 +111,10 @@ def render_slip(e, info: dict, lang) -> Image.Image:
     width = w - 2 * MARGIN
     im = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(im)
-    f_title, f_big, f_text, f_small = font(46), font(78), font(30), font(24)
+    (f_title, accents), (f_big, _), (f_text, _), (f_small, _) = font(46), font(78), font(30), font(24)
     t = slip_lines(e, info, lang)
+    if not accents:
+        t = _unaccented(t)
     y = _lines(d, MARGIN, t["title"], f_title, width, "black", 60) + 6
     y = _lines(d, y, t["aid"], f_small, width, (60, 60, 60), 34) + 16
     for label, value in t["facts"]:
@@ -102,6 +137,14 @@ def render_slip(e, info: dict, lang) -> Image.Image:
         y += 80
     d.text((MARGIN, h - MARGIN), t["no_names"], font=f_small, fill=(90, 90, 90))
     return im
+
+
+def _unaccented(t):
+    if isinstance(t, str):
+        return unaccented(t)
+    if isinstance(t, dict):
+        return {k: _unaccented(v) for k, v in t.items()}
+    return type(t)(_unaccented(v) for v in t) if isinstance(t, (list, tuple)) else t
 
 
 def slip_file(e, info: dict, lang, kind_: str, version: str) -> bytes:

@@ -393,7 +393,7 @@ def test_page_shows_the_batch_most_urgent_first_in_plain_words(made, screener, t
     assert re.findall(r'<li>([^<]*)</li>', page) == ["1 of 3: refer today", "1 of 3: no pneumonia found",
                                                      "1 of 3: not screened"]
     p = expected[2].pneumonia_probability
-    assert f"very likely pneumonia ({'> 99' if p > 0.99 else round(100 * p)} %)" in page
+    assert f"very likely pneumonia ({'> 99' if p > 0.99 else round(100 * p)}\u00a0%)" in page
     assert "Not screened: this file could not be read as an image" in page
     assert "What to do:</strong> export the X-ray again as PNG, JPEG or DICOM" in page
     assert '<details class="technical">' in page and "not an image file (unknown or corrupt format)" in page
@@ -536,6 +536,15 @@ def test_referral_slip(made, screener, tmp_path):
     assert client.get("/result/9/slip").status_code == 404
     fr = text_of(client.get("/result/1/slip?lang=fr"))
     assert "Signature de l'agent de santé" in fr and "<h1>Dépistage de la pneumonie : fiche de référence</h1>" in fr
+
+
+def test_slip_image_keeps_the_accents_or_drops_them_readably():
+    from edge_xray.slip import font, unaccented
+
+    assert unaccented("référence Nº 12 · niño, N° 3") == "reference No 12 · nino, No 3"
+    f, accents = font(30)
+    if accents:  # a system font (DejaVu on Debian and Raspberry Pi OS): every letter of the catalogue drawn
+        assert all(f.getmask(c).getbbox() for c in "éèêàçãõñúíóâô")
 
 
 def test_slip_without_audit_log_shows_the_scan_hash(made, scan):
