@@ -17,6 +17,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +31,8 @@ DEFAULT_SCAN = DEFAULT_DATA / "fullres" / "PNEUMONIA" / "person1077_bacteria_301
 
 def start(exe: str):
     t0 = time.monotonic()
-    p = subprocess.Popen([exe, "serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    data_dir = tempfile.mkdtemp(prefix="edge-xray-bench-")  # a worklist of its own, not the user's
+    p = subprocess.Popen([exe, "serve", "--port", "0", "--data-dir", data_dir], stdout=subprocess.PIPE, text=True)
     url = re.search(r"http://\S+/", p.stdout.readline()).group(0)
     while True:
         try:

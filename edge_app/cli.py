@@ -97,8 +97,11 @@ def _same_file(a, b) -> bool:
               help="Append one JSON line per input (hashes and results, no pixels or patient data), chained.")
 @site_option
 @allow_unverified_option
+@click.option("--lang", default=None, envvar="EDGE_XRAY_LANG",
+              help="Language of the advice and reasons shown (en, fr, pt, es; default: $EDGE_XRAY_LANG, else "
+                   "English). JSON and CSV keep their field names; the audit log stays in English.")
 def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_dir, audit_log, site,
-             allow_unverified):
+             allow_unverified, lang):
     """Screen chest X-rays (files or folders: PNG, JPEG, DICOM, TIFF, BMP, GIF, WebP; a DICOMDIR).
 
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
@@ -109,12 +112,16 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
     from pathlib import Path
 
     from .audit import AuditLog
+    from .i18n import localize, normalize
     from .output import NEW, OVERWRITE, RESUME, RowWriter, escape, human_line, json_line
     from .screen import load_model
     from .trust import warning
 
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
+    if lang and not normalize(lang):
+        raise click.UsageError(f"--lang: no catalogue for {lang!r}")
+    lang = normalize(lang)
     if (resume or overwrite) and not output:
         raise click.UsageError("--resume and --overwrite need --output")
     for given in (output, audit_log):
@@ -134,18 +141,19 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
     try:
         with user_errors():
             for s in screener.classify_many(paths, heatmap_dir=heatmap_dir, skip=skip):
+                shown = localize(s, lang)  # advice in --lang; the audit log keeps the English row
                 if not s.ok:
                     bad += 1
-                    click.echo(human_line(s), err=True)
+                    click.echo(human_line(s, lang), err=True)
                 if as_json:
-                    click.echo(json_line(s))
+                    click.echo(json_line(shown))
                 elif s.ok:
-                    click.echo(human_line(s))
+                    click.echo(human_line(s, lang))
                 if s.heatmap_error:
                     heatmap_failures += 1
                     click.echo(f"{escape(s.path)}: heatmap not written - {escape(s.heatmap_error)}", err=True)
                 if writer:
-                    writer.write(s)
+                    writer.write(shown)
                 if audit:
                     audit.write(s)
     except KeyboardInterrupt:
@@ -444,15 +452,29 @@ def train_orientation(data_dir, out, epochs, seed):
 @site_option
 @click.option("--audit-log", type=click.Path(dir_okay=False), default=None,
               help="Append one JSON line per screening (hashes and results, no pixels or patient data).")
-@click.option("--pin", default=None, help="The access code (default: none on this device's own addresses, "
-                                          "a new random one, printed at start, on any other).")
+@click.option("--pin", default=None, envvar="EDGE_XRAY_PIN",
+              help="The access code (default: $EDGE_XRAY_PIN; else none on this device's own addresses, "
+                   "a new random one, printed at start, on any other).")
+@click.option("--pin-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the access code from the first line of this file (it then never shows in `ps`).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="The worklist's folder (default: $XDG_DATA_HOME/edge-xray or ~/.local/share/edge-xray).")
+@click.option("--retention-days", type=click.IntRange(1, 3650), default=90, show_default=True,
+              help="Results older than this are deleted from the worklist (the audit log keeps its record).")
+@click.option("--lang", default=None, envvar="EDGE_XRAY_LANG",
+              help="The page's language when the browser asks for none available (en, fr, pt, es; "
+                   "default: $EDGE_XRAY_LANG, else English).")
 @allow_unverified_option
-def serve(host, port, model, site, audit_log, pin, allow_unverified):
-    """Serve the screening page (and POST /api/classify) to a browser, offline. Stop with Ctrl+C."""
+def serve(host, port, model, site, audit_log, pin, pin_file, data_dir, retention_days, lang, allow_unverified):
+    """Serve the screening page, its worklist and the JSON API to a browser, offline. Stop with Ctrl+C."""
+    from .i18n import normalize
     from .serve import serve as run
 
+    if lang and not normalize(lang):
+        raise click.UsageError(f"--lang: no catalogue for {lang!r}")
     with user_errors():
-        run(model, host=host, port=port, site=site, audit_log=audit_log, pin=pin, allow_unverified=allow_unverified,
+        run(model, host=host, port=port, site=site, audit_log=audit_log, pin=pin, pin_file=pin_file, data_dir=data_dir,
+            retention_days=retention_days, lang=normalize(lang), allow_unverified=allow_unverified,
             echo=lambda line: click.echo(line) or sys.stdout.flush())
 
 

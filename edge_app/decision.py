@@ -14,9 +14,12 @@ import numpy as np
 NORMAL, BACTERIAL, VIRAL = 0, 1, 2  # the model's logits, in the order of edge_xray.LABELS
 PNEUMONIA_TYPES = {BACTERIAL: "bacterial", VIRAL: "viral"}
 TYPE_SURE = 0.6  # below this P(type | pneumonia) the advice says the type is uncertain (and refers today)
+# A likely viral pneumonia is referred, but not today: within this many days. A clinical choice for the
+# clinic's clinician to confirm (docs/screen.md); the advice and the page's words say it.
+REFER_WITHIN_DAYS = 2
 ADVICE = {
     "bacterial": "REFER TODAY: signs of pneumonia, likely bacterial (may need antibiotics now)",
-    "viral": "REFER: signs of pneumonia, likely viral",
+    "viral": f"REFER WITHIN {REFER_WITHIN_DAYS} DAYS: signs of pneumonia, likely viral",
     "uncertain": "REFER TODAY: signs of pneumonia, bacterial or viral uncertain (may need antibiotics now)",
     "normal": "No pneumonia found by the screen; follow clinical signs and re-check if unwell",
     "rejected": "Not screened: {reason}",
@@ -26,6 +29,18 @@ ADVICE = {
 # never from the advice text). None: not screened.
 URGENCY_TODAY, URGENCY_REFER, URGENCY_NONE = "today", "refer", "none"
 URGENCIES = (URGENCY_TODAY, URGENCY_REFER, URGENCY_NONE)
+# The large words of each urgency on the page and the slip (a row that was not screened: NOT_SCREENED)
+ANSWER_WORDS = {URGENCY_TODAY: "REFER TODAY", URGENCY_REFER: f"REFER WITHIN {REFER_WITHIN_DAYS} DAYS",
+                URGENCY_NONE: "No pneumonia found"}
+NOT_SCREENED = "Not screened"
+# P(pneumonia) in words, by the screen's answer: (lower bound, words), the first that applies
+LIKELIHOOD = {"PNEUMONIA": ((0.9, "very likely pneumonia"), (0.5, "likely pneumonia"), (0.0, "possible pneumonia")),
+              "NORMAL": ((0.1, "pneumonia unlikely"), (0.0, "pneumonia very unlikely"))}
+
+
+def likelihood(label: str, p: float) -> str:
+    """P(pneumonia) of a screened row in words, e.g. "very likely pneumonia"."""
+    return next(words for low, words in LIKELIHOOD[label] if p >= low)
 
 
 def softmax(logits, temperature: float = 1.0, bias=None) -> np.ndarray:

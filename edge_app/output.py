@@ -14,6 +14,7 @@ file holds only complete rows, and the batch stops with `WriteError`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -46,8 +47,13 @@ def printable(s: Screening) -> dict:
     return {k: (escape(v) if isinstance(v, str) else v) for k, v in s.to_dict().items()}
 
 
-def human_line(s: Screening) -> str:
-    """One line for the person at the device."""
+def human_line(s: Screening, lang: str | None = None) -> str:
+    """One line for the person at the device; LANG: its advice, reason and note in that language."""
+    if lang:
+        from .i18n import localize, translate
+
+        s = localize(s, lang, error=True)
+        s = dataclasses.replace(s, note=translate(s.note, lang))
     path = escape(s.path)
     note = f" ({escape(s.note)})" if s.note else ""
     if s.status == "rejected":
