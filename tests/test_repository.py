@@ -58,8 +58,6 @@ def test_ruff_check_is_clean():
 MAX_FUNCTION_LINES = 80
 # functions of edge_app/ allowed to be longer, each with its reason: none
 LONG_FUNCTIONS_ALLOWED: dict[str, str] = {}
-# being split this round in another branch (the worklist issue): tolerated only until the merge
-BEING_SPLIT = {"serve.py:create_app"}
 
 
 def long_functions(folder: Path, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
@@ -85,6 +83,4 @@ def test_long_functions_are_found(tmp_path):
 def test_no_function_in_edge_app_is_longer_than_80_lines():
     """Issue 23: short functions on the device side; an exception must be listed with its reason."""
     found = {k: v for k, v in long_functions(ROOT / "edge_app").items() if k not in LONG_FUNCTIONS_ALLOWED}
-    if found and set(found) <= BEING_SPLIT:
-        pytest.xfail(f"{found}: split in another branch this round; remove BEING_SPLIT after the merge")
     assert not found, f"functions over {MAX_FUNCTION_LINES} lines: {found}"
