@@ -14,9 +14,9 @@ group, implicit or explicit VR little endian, with consistent lengths) and pydic
 data in them.
 
 Compressed pixel data is decoded by pydicom's plugins; the `edge` extra installs pylibjpeg with its
-libjpeg plugin (JPEG Baseline, Extended, Lossless, JPEG-LS) and openjpeg plugin (JPEG 2000); RLE and
-deflate need nothing more. A transfer syntax without a decoder installed is refused with the pip
-packages that decode it (DECODER_PACKAGES).
+libjpeg plugin (JPEG Baseline, Extended, Lossless, JPEG-LS); Pillow decodes JPEG 2000 (pylibjpeg's
+openjpeg plugin is used instead when installed); pydicom itself RLE and deflate. A transfer syntax
+without a decoder installed is refused with the pip packages that decode it (DECODER_PACKAGES).
 
 Memory: uncompressed pixel data (the common case) is never copied whole. The header is parsed with the
 pixel data deferred, the first frame is viewed in place in the file's bytes (numpy.frombuffer) and, for
