@@ -74,6 +74,7 @@ MODALITY_NAMES = {"CT": "CT image", "MR": "MRI image", "US": "ultrasound image",
                   "PX": "dental panoramic X-ray", "IO": "intra-oral dental X-ray", "DG": "dental X-ray",
                   "BMD": "bone densitometry image", "ES": "endoscopy image", "XC": "photograph",
                   "OP": "eye photograph", "SM": "microscopy image", "ECG": "ECG", "SR": "report", "DOC": "document"}
+XRAY_MODALITIES = frozenset({"MG", "XA", "RF", "PX", "IO", "DG", "BMD"})  # X-ray images, but not of a chest
 # BodyPartExamined that name the chest: DICOM's CHEST and THORAX, vendors' spellings and other languages
 # (matched in the upper-cased, accent-free value: "CHEST PA", "Thorax a.p.", "TORAX", "PECHO", "LUNGS")
 CHEST_WORDS = ("CHEST", "THORA", "TORAX", "TORAC", "TORAK", "THORAK", "LUNG", "PECHO", "POUMON", "BRUST",
@@ -271,8 +272,10 @@ def tag_refusal(ds) -> str | None:
     Modality, BodyPartExamined, ViewPosition, age."""
     modality = _text(ds, "Modality", 16)
     if modality and modality not in ACCEPTED_MODALITIES:
-        what = MODALITY_NAMES.get(modality)
-        what = f"{what} (modality {modality})" if what else f"modality {modality} image"
+        what = MODALITY_NAMES.get(modality, "image")
+        what = what if modality in what.split() else f"{what} (modality {modality})"
+        if modality in XRAY_MODALITIES:
+            return f"{what}, not a chest X-ray: screen a frontal chest X-ray"
         return f"{what}, not a radiograph: screen a chest X-ray"
     part = _text(ds, "BodyPartExamined")
     if part not in UNINFORMATIVE and not any(w in part.replace(" ", "") for w in CHEST_WORDS):

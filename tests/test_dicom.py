@@ -142,8 +142,10 @@ def test_a_corrupt_codestream_is_not_called_a_missing_decoder(tmp_path):
 # -- refusals by tag -----------------------------------------------------------------------------------
 
 REFUSALS = [
-    (dict(Modality="CT"), "CT image (modality CT), not a radiograph: screen a chest X-ray"),
+    (dict(Modality="CT"), "CT image, not a radiograph: screen a chest X-ray"),
     (dict(Modality="MR"), "MRI image (modality MR), not a radiograph: screen a chest X-ray"),
+    (dict(Modality="MG"), "mammogram (modality MG), not a chest X-ray: screen a frontal chest X-ray"),
+    (dict(Modality="ZZ"), "image (modality ZZ), not a radiograph: screen a chest X-ray"),
     (dict(BodyPartExamined="HAND"), "not a chest X-ray (body part: HAND)"),
     (dict(ViewPosition="LL"), "lateral view: screen a frontal (front-to-back) chest X-ray"),
     (dict(ViewPosition="LATERAL"), "lateral view: screen a frontal (front-to-back) chest X-ray"),
@@ -177,7 +179,7 @@ def test_tags_that_say_a_frontal_chest_of_a_young_child_or_nothing_refuse_nothin
     assert dicom.tag_refusal(dataset(xray_like(), 8, **tags)) is None
 
 
-@pytest.mark.parametrize("tags,reason", [REFUSALS[0], REFUSALS[2], REFUSALS[3], REFUSALS[5], REFUSALS[10]])
+@pytest.mark.parametrize("tags,reason", [REFUSALS[0], REFUSALS[4], REFUSALS[5], REFUSALS[7], REFUSALS[12]])
 def test_a_tagged_file_is_rejected_before_inference(screener, tmp_path, monkeypatch, tags, reason):
     p = write_as(tmp_path / "t.dcm", xray_like(), U.ExplicitVRLittleEndian, **tags)
     monkeypatch.setattr(screener.model, "run", lambda *a, **k: pytest.fail("the model ran on a refused file"))
