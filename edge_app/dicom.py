@@ -174,8 +174,7 @@ def _read_dicom(source, max_pixels: int):
         ds = pydicom.dcmread(fileobj, defer_size=1024, force=force)
     except Exception as e:  # pydicom raises many types on corrupt files
         raise ImageError(f"not a readable DICOM file ({type(e).__name__})") from None
-    if force:
-        _set_transfer_syntax(ds)
+    _set_transfer_syntax(ds)  # no file meta (ACR-NEMA style, or a preamble without it): as it was read
     if "PixelData" not in ds:
         raise ImageError("DICOM file holds no image")
     try:
