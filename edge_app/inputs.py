@@ -3,9 +3,9 @@
 Folders are walked in name order (the order of `sorted(rglob)`). A file is screened when its first bytes
 are those of an image format (PNG, JPEG, GIF, WebP, TIFF, BMP, JPEG 2000, DICOM with its `DICM` preamble,
 or a DICOM data set without preamble, as older ACR-NEMA style exports write, whose first elements parse
-and which pydicom finds pixel data in) or its suffix is one of IMAGE_SUFFIXES (a broken file named `.png`
-gets its own error row); anything else is skipped and counted. A `DICOMDIR` (the index of a CD or USB export) stands for the images it references;
-they are screened once, in its place. Symbolic links to folders are followed once: a link back into a
+and in which pydicom finds pixel data) or its suffix is one of IMAGE_SUFFIXES (a broken file named `.png`
+gets its own error row); anything else is skipped and counted. A `DICOMDIR` (the index of a CD or USB
+export) stands for the images it references; they are screened once, in its place. Symbolic links to folders are followed once: a link back into a
 folder already walked (a loop) is skipped. Hidden files and folders (`.name`) are skipped.
 `Skipped` counts what was not screened, and why, for the one summary line at the end of a batch.
 `list_images` is the same walk for benchmarks and tools that want a plain list of files.
