@@ -39,7 +39,8 @@ import edge_xray
 from edge_xray.gate import Gate
 from edge_xray.train.rundir import RunDir
 from edge_xray.heatmap import cam, render_heatmap
-from edge_xray.preprocess import list_images, load_image, prepare
+from edge_xray.inputs import list_images
+from edge_xray.preprocess import load_image, prepare
 from edge_xray.runtime import Model
 
 BOX = (0.10, 0.85, 0.08, 0.92)  # rows and columns (fractions) where the lungs are looked for

@@ -158,7 +158,7 @@ def main():
         print(f"{part} out-of-distribution refusal: {refused}/{total} = {refused / total:.3f}")
     print("-- real scans (false refusals)")
     if args.fullres:
-        from edge_xray.preprocess import list_images
+        from edge_xray.inputs import list_images
 
         rows = [screener.classify(f).to_dict() for f in list_images([args.fullres])]
         bad = [r for r in rows if r["status"] != "ok"]

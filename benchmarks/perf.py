@@ -29,7 +29,8 @@ import numpy as np
 
 from edge_xray.bench import latency_ms
 from edge_xray.platform_info import cpu_info, features_line, platform_report, runtime_version
-from edge_xray.preprocess import list_images, load_image, prepare
+from edge_xray.inputs import list_images
+from edge_xray.preprocess import load_image, prepare
 from edge_xray.runtime import RUNTIME_ENV, RUNTIMES, Model
 
 ROOT = Path(__file__).resolve().parents[1]

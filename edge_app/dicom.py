@@ -1,6 +1,22 @@
-"""DICOM input through pydicom: modality LUT (rescale), VOI window, MONOCHROME1 inversion.
+"""DICOM input through pydicom: modality LUT (rescale), VOI window, MONOCHROME1 inversion; what the tags
+say about the intended use; files without preamble or file meta.
 
-Only pixel data is read; no tag (patient name, id, dates) leaves this module.
+Tags: pixel data and the few tags that say what the image is are read. A file whose tags say it is not
+a frontal chest radiograph of a child aged 1 to 5 comes back with a `refusal` (see `tag_refusal`):
+Modality other than a radiograph (ACCEPTED_MODALITIES), BodyPartExamined that is not the chest,
+ViewPosition lateral, PatientAge (or PatientBirthDate with StudyDate, AcquisitionDate or ContentDate)
+outside MIN_AGE_YEARS..MAX_AGE_YEARS. Missing, empty or malformed tags refuse nothing: the image checks
+decide. No other tag (patient name, id, dates) leaves this module; the age appears only in the reason.
+
+Files without the 128-byte preamble and `DICM` (older ACR-NEMA style exports, some PACS dumps) are read
+when their first bytes are a plausible data set (`looks_like_dataset`: ascending tags of a known first
+group, implicit or explicit VR little endian, with consistent lengths) and pydicom, forced, finds pixel
+data in them.
+
+Compressed pixel data is decoded by pydicom's plugins; the `edge` extra installs pylibjpeg with its
+libjpeg plugin (JPEG Baseline, Extended, Lossless, JPEG-LS); Pillow decodes JPEG 2000 (pylibjpeg's
+openjpeg plugin is used instead when installed); pydicom itself RLE and deflate. A transfer syntax
+without a decoder installed is refused with the pip packages that decode it (DECODER_PACKAGES).
 
 Memory: uncompressed pixel data (the common case) is never copied whole. The header is parsed with the
 pixel data deferred, the first frame is viewed in place in the file's bytes (numpy.frombuffer) and, for
@@ -14,6 +30,10 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import struct
+import unicodedata
+from datetime import date
 
 import numpy as np
 from PIL import Image
@@ -25,7 +45,56 @@ LARGE_PIXELS = 4096 * 4096  # above this, images are box-averaged to REDUCED_SID
 REDUCED_SIDE = 2048
 DECODE_BUDGET = 96 * 1024 * 1024  # bytes a compressed frame may take once decoded by pydicom
 NATIVE_BITS = {8: "u1", 16: "u2", 32: "u4"}
-GREY = ("MONOCHROME1", "MONOCHROME2")
+
+# pip packages that decode each compressed transfer syntax (pydicom's plugins), for the one-line error
+# when none is installed; RLE and deflate are decoded by pydicom itself
+_LIBJPEG = "pylibjpeg pylibjpeg-libjpeg"
+_OPENJPEG = "pylibjpeg pylibjpeg-openjpeg"
+DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": _LIBJPEG,  # JPEG Baseline (process 1)
+    "1.2.840.10008.1.2.4.51": _LIBJPEG,  # JPEG Extended (processes 2 and 4)
+    "1.2.840.10008.1.2.4.57": _LIBJPEG,  # JPEG Lossless (process 14)
+    "1.2.840.10008.1.2.4.70": _LIBJPEG,  # JPEG Lossless (process 14, selection value 1)
+    "1.2.840.10008.1.2.4.80": _LIBJPEG,  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": _LIBJPEG,  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": _OPENJPEG,  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": _OPENJPEG,  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": _OPENJPEG,  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": _OPENJPEG,  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": _OPENJPEG,  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",  # RLE (pydicom decodes it itself, with numpy)
+}
+
+# -- what the tags may refuse (tag_refusal) --
+# radiographs: computed and digital radiography, vendors' "DR", conventional film (RG); OT ("other", often
+# a digitised film or a secondary capture) says nothing either way and is left to the image checks
+ACCEPTED_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT"})
+MODALITY_NAMES = {"CT": "CT image", "MR": "MRI image", "US": "ultrasound image", "MG": "mammogram",
+                  "NM": "nuclear medicine image", "PT": "PET image", "XA": "angiogram", "RF": "fluoroscopy image",
+                  "PX": "dental panoramic X-ray", "IO": "intra-oral dental X-ray", "DG": "dental X-ray",
+                  "BMD": "bone densitometry image", "ES": "endoscopy image", "XC": "photograph",
+                  "OP": "eye photograph", "SM": "microscopy image", "ECG": "ECG", "SR": "report", "DOC": "document"}
+XRAY_MODALITIES = frozenset({"MG", "XA", "RF", "PX", "IO", "DG", "BMD"})  # X-ray images, but not of a chest
+# BodyPartExamined that name the chest: DICOM's CHEST and THORAX, vendors' spellings and other languages
+# (matched in the upper-cased, accent-free value: "CHEST PA", "Thorax a.p.", "TORAX", "PECHO", "LUNGS")
+CHEST_WORDS = ("CHEST", "THORA", "TORAX", "TORAC", "TORAK", "THORAK", "LUNG", "PECHO", "POUMON", "BRUST",
+               "CXR", "PULMO", "PETTO", "BORST", "KLATKA", "HRUDNIK", "GRUDN", "MELLKAS", "BROST")
+UNINFORMATIVE = frozenset({"", "UNKNOWN", "OTHER", "NONE", "NA", "N A", "UNSPECIFIED", "NOT SPECIFIED"})
+# ViewPosition values of a lateral view (matched word by word in the upper-cased value)
+LATERAL_WORDS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT", "LATL", "LATR", "LATERALE", "LATERAAL"})
+LATERAL_REASON = "lateral view: screen a frontal (front-to-back) chest X-ray"
+MIN_AGE_YEARS, MAX_AGE_YEARS = 1, 5  # the screen's intended use: children from 1 year up to their 6th birthday
+MAX_PLAUSIBLE_AGE_YEARS = 120  # ages above this (999Y, a birth date of 1900-01-01) are placeholders: ignored
+AGE_UNITS = {"D": ("day", 1 / 365.25), "W": ("week", 7 / 365.25), "M": ("month", 1 / 12), "Y": ("year", 1.0)}
+
+# -- files without preamble (looks_like_dataset) --
+# groups a bare data set may begin with: command (ACR-NEMA), file meta, identifying, patient, acquisition,
+# relationship, image presentation
+FIRST_GROUPS = frozenset({0x0000, 0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028})
+VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
+                b"US UT UV".split())
+LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
+DATASET_ELEMENTS = 2  # elements that must parse cleanly from the first bytes
 
 
 def reduction(rows: int, cols: int) -> int:
@@ -40,8 +109,9 @@ def frames_note(frames: int) -> str | None:
 
 
 def read_dicom(source, max_pixels: int):
-    """(8-bit grayscale Pillow image, colourfulness, note) of a DICOM file: bytes, a path or a binary file
-    object. NOTE says what the reader should know (for a multi-frame file: only the first was screened).
+    """(8-bit grayscale Pillow image, colourfulness, note, refusal) of a DICOM file: bytes, a path or a
+    binary file object. NOTE says what the reader should know (for a multi-frame file: only the first was
+    screened); REFUSAL is why the file's own tags refuse it (None: they do not; see `tag_refusal`).
     Raises ImageError with a one-line reason for anything that cannot be read."""
     try:
         return _read_dicom(source, max_pixels)
@@ -51,6 +121,46 @@ def read_dicom(source, max_pixels: int):
         raise ImageError(f"DICOM file unreadable ({type(e).__name__})") from None
 
 
+def has_preamble(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def looks_like_dataset(head: bytes) -> bool:
+    """True when HEAD (a file's first bytes) begins like a DICOM data set without preamble: its first
+    DATASET_ELEMENTS elements parse, in implicit or explicit VR little endian, with a first group in
+    FIRST_GROUPS, ascending tags, even lengths that fit, and (explicit) known VRs."""
+    return any(_elements_parse(head, explicit) for explicit in (False, True))
+
+
+def _elements_parse(head: bytes, explicit: bool) -> bool:
+    pos, prev, count = 0, -1, 0
+    while count < DATASET_ELEMENTS:
+        if pos + 8 > len(head):
+            return False
+        group, elem = struct.unpack_from("<HH", head, pos)
+        tag = group << 16 | elem
+        if (count == 0 and group not in FIRST_GROUPS) or tag <= prev or tag == 0xFFFEE000:
+            return False
+        if explicit:
+            vr = head[pos + 4:pos + 6]
+            if vr not in VRS:
+                return False
+            if vr in LONG_VRS:
+                if pos + 12 > len(head) or head[pos + 6:pos + 8] != b"\0\0":
+                    return False
+                length, size = struct.unpack_from("<I", head, pos + 8)[0], 12
+            else:
+                length, size = struct.unpack_from("<H", head, pos + 6)[0], 8
+        else:
+            length, size = struct.unpack_from("<I", head, pos + 4)[0], 8
+        if length == 0xFFFFFFFF:  # undefined length (a sequence): enough has been seen if it is not the first
+            return count > 0
+        if length % 2 or length > (1 << 28):
+            return False
+        pos, prev, count = pos + size + length, tag, count + 1
+    return True
+
+
 def _read_dicom(source, max_pixels: int):
     try:
         import pydicom
@@ -58,10 +168,13 @@ def _read_dicom(source, max_pixels: int):
         raise ImageError("DICOM input needs pydicom (pip install pydicom)") from None
     data = source if isinstance(source, (bytes, bytearray)) else None
     fileobj = io.BytesIO(data) if data is not None else source if hasattr(source, "read") else str(source)
+    head = data[:512] if data is not None else _peek(fileobj, 512)
+    force = not has_preamble(head) and looks_like_dataset(head)  # no preamble: read it as a bare data set
     try:
-        ds = pydicom.dcmread(fileobj, defer_size=1024)
+        ds = pydicom.dcmread(fileobj, defer_size=1024, force=force)
     except Exception as e:  # pydicom raises many types on corrupt files
         raise ImageError(f"not a readable DICOM file ({type(e).__name__})") from None
+    _set_transfer_syntax(ds)  # no file meta (ACR-NEMA style, or a preamble without it): as it was read
     if "PixelData" not in ds:
         raise ImageError("DICOM file holds no image")
     try:
@@ -80,6 +193,7 @@ def _read_dicom(source, max_pixels: int):
     if arr is None:
         arr = _decoded_frame(ds, rows, cols, spp, frames)
     note = frames_note(frames)
+    refusal = tag_refusal(ds)
     chroma = 0.0
     if arr.ndim == 3:
         if photometric not in ("RGB", "YBR_FULL", "YBR_FULL_422") and not photometric.startswith("YBR"):
@@ -91,7 +205,7 @@ def _read_dicom(source, max_pixels: int):
         top = float((1 << bits) - 1) if arr.dtype.kind in "iu" and 1 <= bits <= 16 else (float(rgb.max()) or 1.0)
         chroma = colourfulness(Image.fromarray(np.rint(rgb * np.float32(255.0 / top)).astype(np.uint8), "RGB"))
         grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-        return gray8_from_array(grey, full_range=True), chroma, note
+        return gray8_from_array(grey, full_range=True), chroma, note, refusal
     if arr.ndim != 2:
         raise ImageError(f"unsupported DICOM image shape {arr.shape}")
     has_voi = _voi(np.zeros(1, np.float32), ds) is not None  # a usable VOI window or LUT
@@ -107,7 +221,108 @@ def _read_dicom(source, max_pixels: int):
     # a large image is box-averaged first (float32, small); otherwise the levels are mapped strip by
     # strip from the file's own bytes. After a VOI window: its min..max; without: the robust window.
     src = reduce_mean(arr, factor) if factor > 1 else arr
-    return gray8_from_array(src, fn=values, full_range=has_voi), chroma, note
+    return gray8_from_array(src, fn=values, full_range=has_voi), chroma, note, refusal
+
+
+def _peek(fileobj, n: int) -> bytes:
+    """The first N bytes of a path or a seekable binary file (its position kept)."""
+    if isinstance(fileobj, str):
+        try:
+            with open(fileobj, "rb") as f:
+                return f.read(n)
+        except OSError:
+            return b""
+    pos = fileobj.tell()
+    head = fileobj.read(n)
+    fileobj.seek(pos)
+    return head
+
+
+def _set_transfer_syntax(ds):
+    """A data set read without file meta gets the transfer syntax it was read with (pydicom decodes by it)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit = bool(getattr(ds, "original_encoding", (True, True))[0])
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+
+
+def _text(ds, keyword: str, limit: int = 32) -> str:
+    """A tag's value as plain upper-case ASCII words (accents dropped, anything else a space), at most
+    LIMIT characters: safe to show in a reason. '' when absent or empty."""
+    try:
+        v = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a malformed value refuses nothing
+        return ""
+    if v is None:
+        return ""
+    if not isinstance(v, str) and hasattr(v, "__iter__"):
+        v = " ".join(str(x) for x in v)
+    v = unicodedata.normalize("NFKD", str(v)).encode("ascii", "ignore").decode().upper()
+    return " ".join(re.sub(r"[^A-Z0-9]+", " ", v).split())[:limit]
+
+
+def tag_refusal(ds) -> str | None:
+    """Why the data set's own tags say it is not what the screen is for, or None (tags absent, empty,
+    malformed, or saying a frontal chest radiograph of a child aged 1 to 5). Checked in this order:
+    Modality, BodyPartExamined, ViewPosition, age."""
+    modality = _text(ds, "Modality", 16)
+    if modality and modality not in ACCEPTED_MODALITIES:
+        what = MODALITY_NAMES.get(modality, "image")
+        what = what if modality in what.split() else f"{what} (modality {modality})"
+        if modality in XRAY_MODALITIES:
+            return f"{what}, not a chest X-ray: screen a frontal chest X-ray"
+        return f"{what}, not a radiograph: screen a chest X-ray"
+    part = _text(ds, "BodyPartExamined")
+    if part not in UNINFORMATIVE and not any(w in part.replace(" ", "") for w in CHEST_WORDS):
+        return f"not a chest X-ray (body part: {part})"
+    view = set(_text(ds, "ViewPosition").split())
+    if view & LATERAL_WORDS or any(w.startswith("LATERAL") for w in view):
+        return LATERAL_REASON
+    age = patient_age(ds)
+    if age is not None and not MIN_AGE_YEARS <= age[0] < MAX_AGE_YEARS + 1:
+        return f"patient aged {age[1]}: this screen is made for children aged {MIN_AGE_YEARS} to {MAX_AGE_YEARS}"
+    return None
+
+
+def patient_age(ds) -> tuple[float, str] | None:
+    """(age in years, as words) from PatientAge (nnnD, nnnW, nnnM, nnnY), else from PatientBirthDate and
+    the StudyDate (or AcquisitionDate, ContentDate); None when neither is present and well formed."""
+    m = re.fullmatch(r"0*(\d{1,3})\s*([DWMY])", _text(ds, "PatientAge", 8).replace(" ", ""))
+    if m:
+        n, (unit, years) = int(m.group(1)), AGE_UNITS[m.group(2)]
+        if n * years <= MAX_PLAUSIBLE_AGE_YEARS:
+            return n * years, ("under 1 year" if n == 0 and unit == "year" else _plural(n, unit))
+    born = _date(ds, "PatientBirthDate")
+    seen = next((d for d in map(lambda k: _date(ds, k), ("StudyDate", "AcquisitionDate", "ContentDate")) if d), None)
+    if born is None or seen is None or seen < born:
+        return None
+    months = (seen.year - born.year) * 12 + seen.month - born.month - (seen.day < born.day)
+    years = (seen - born).days / 365.25
+    if years > MAX_PLAUSIBLE_AGE_YEARS:
+        return None
+    if months >= 12:
+        return years, _plural(months // 12, "year")
+    if months >= 1:
+        return years, _plural(months, "month")
+    return years, _plural((seen - born).days, "day")
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def _date(ds, keyword: str) -> date | None:
+    v = _text(ds, keyword, 8)
+    if not re.fullmatch(r"\d{8}", v):
+        return None
+    try:
+        return date(int(v[:4]), int(v[4:6]), int(v[6:]))
+    except ValueError:
+        return None
 
 
 def _native_frame(ds, data: bytes, rows, cols, spp, photometric):
@@ -157,13 +372,30 @@ def _decoded_frame(ds, rows, cols, spp, frames):
         raise
     except Exception as e:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(ts, "name", str(ts)) if ts else "unknown transfer syntax"
         if ts is not None and getattr(ts, "is_compressed", False):
-            raise ImageError(f"DICOM compressed as {name}: no decoder installed for it") from None
+            raise ImageError(_compressed_error(ts)) from None
         raise ImageError(f"DICOM pixel data unreadable ({type(e).__name__})") from None
     if frames > 1 and arr.ndim == (3 if spp == 1 else 4) and arr.shape[0] == frames:
         arr = arr[0]
     return arr
+
+
+def _compressed_error(ts) -> str:
+    """The one line for compressed pixel data that was not decoded: no decoder installed (and the pip
+    packages that decode it), no decoder exists in pydicom, or the installed decoder failed on it."""
+    name = getattr(ts, "name", "") or str(ts)
+    name = name if name != str(ts) else f"transfer syntax {ts}"
+    try:
+        from pydicom.pixels import get_decoder
+
+        available = get_decoder(ts).is_available
+    except (ImportError, NotImplementedError):
+        available = None
+    if available is None and str(ts) not in DECODER_PACKAGES:
+        return f"DICOM compressed as {name}: no decoder for it in pydicom"
+    if not available:
+        return f"DICOM compressed as {name}: no decoder installed (pip install {DECODER_PACKAGES.get(str(ts))})"
+    return f"DICOM compressed as {name}: its pixel data could not be decoded (corrupt or unsupported)"
 
 
 def _modality(a: np.ndarray, ds) -> np.ndarray:

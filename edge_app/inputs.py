@@ -1,12 +1,14 @@
 """What a batch screens: files given, and the files of folders found by their content, not their suffix.
 
 Folders are walked in name order (the order of `sorted(rglob)`). A file is screened when its first bytes
-are those of an image format (PNG, JPEG, GIF, WebP, TIFF, BMP, DICOM with its `DICM` preamble) or its
-suffix is one of IMAGE_SUFFIXES (a broken file named `.png` gets its own error row); anything else is
-skipped and counted. A `DICOMDIR` (the index of a CD or USB export) stands for the images it references;
-they are screened once, in its place. Symbolic links to folders are followed once: a link back into a
+are those of an image format (PNG, JPEG, GIF, WebP, TIFF, BMP, JPEG 2000, DICOM with its `DICM` preamble,
+or a DICOM data set without preamble, as older ACR-NEMA style exports write, whose first elements parse
+and in which pydicom finds pixel data) or its suffix is one of IMAGE_SUFFIXES (a broken file named `.png`
+gets its own error row); anything else is skipped and counted. A `DICOMDIR` (the index of a CD or USB
+export) stands for the images it references; they are screened once, in its place. Symbolic links to folders are followed once: a link back into a
 folder already walked (a loop) is skipped. Hidden files and folders (`.name`) are skipped.
 `Skipped` counts what was not screened, and why, for the one summary line at the end of a batch.
+`list_images` is the same walk for benchmarks and tools that want a plain list of files.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import stat
 from collections import Counter
 from pathlib import Path
 
+from .dicom import has_preamble, looks_like_dataset
 from .preprocess import IMAGE_SUFFIXES
 
-SNIFF_BYTES = 132
+SNIFF_BYTES = 512  # a DICM preamble needs 132; a data set without one, its first elements
 DICOMDIR_NAME = "DICOMDIR"
 
 # reasons, as counted in the summary line: key -> (one, several)
@@ -61,7 +64,7 @@ def sniff(head: bytes) -> str | None:
         return "TIFF"
     if head[:2] == b"BM" and len(head) >= 26:
         return "BMP"
-    if len(head) >= 132 and head[128:132] == b"DICM":
+    if has_preamble(head):
         return "DICOM"
     if head.startswith(b"\x00\x00\x00\x0cjP  ") or head.startswith(b"\xff\x4f\xff\x51"):
         return "JPEG2000"
@@ -108,6 +111,22 @@ def dicomdir_files(path) -> list[Path]:
         parts = [fid] if isinstance(fid, str) else list(fid)
         out.append(path.parent.joinpath(*[str(p) for p in parts]))
     return out
+
+
+def _has_pixel_data(path: Path) -> bool:
+    """A data set without preamble that pydicom (forced) reads with pixel data and an image size."""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(str(path), force=True, defer_size=1024)
+        return "PixelData" in ds and int(ds.get("Rows", 0) or 0) > 0 and int(ds.get("Columns", 0) or 0) > 0
+    except Exception:  # noqa: BLE001 - pydicom raises many types on what is not DICOM: not an image
+        return False
+
+
+def list_images(paths) -> list[Path]:
+    """Files and folders -> the files to screen, in order (find_inputs on each); missing paths are kept."""
+    return [f for p in paths for f in find_inputs(p)]
 
 
 def find_inputs(path, skipped: Skipped | None = None) -> list[Path]:
@@ -190,7 +209,10 @@ def _walk(folder: Path, out: list, skipped: Skipped, ancestors: set, formats: se
         if e.name.upper() == DICOMDIR_NAME:
             out.append(p)
             continue
-        kind = sniff(_head(p) or b"")
+        head = _head(p) or b""
+        kind = sniff(head)
+        if kind is None and looks_like_dataset(head) and _has_pixel_data(p):
+            kind = "DICOM"  # no preamble (ACR-NEMA style), but pydicom reads an image from it
         if kind in formats or p.suffix.lower() in IMAGE_SUFFIXES:
             out.append(p)
         elif kind is not None:

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .dicom import LARGE_PIXELS, REDUCED_SIDE
+from .dicom import LARGE_PIXELS, REDUCED_SIDE, has_preamble, looks_like_dataset
 from .errors import ImageError
 from .levels import colourfulness, gray8_from_array
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 MIN_SIDE = 64  # pixels: anything smaller cannot be a radiograph we can read
 # A file is held in memory once (decoded from, and hashed for the audit log): 180 MiB takes a 16-bit
@@ -48,10 +48,12 @@ class Scan:
     chroma: float = 0.0  # colourfulness of the input as decoded (0 for a grey image)
     sha256: str | None = None  # of the file's bytes, as read once for decoding
     note: str | None = None  # what the reader should know, e.g. "first of 3 pages screened"
+    refusal: str | None = None  # why the file's own tags refuse it (DICOM: dicom.tag_refusal), before any inference
 
 
 def is_dicom(name, head: bytes) -> bool:
-    return Path(str(name)).suffix.lower() in DICOM_SUFFIXES or (len(head) >= 132 and head[128:132] == b"DICM")
+    """By its suffix, its DICM preamble, or first bytes that parse as a data set (no preamble, ACR-NEMA)."""
+    return Path(str(name)).suffix.lower() in DICOM_SUFFIXES or has_preamble(head) or looks_like_dataset(head)
 
 
 def read_file(path) -> bytes:
@@ -95,11 +97,11 @@ def load_scan(path, size: int | None = None, digest: bool = True) -> Scan:
     """
     data = read_file(path)
     sha256 = hashlib.sha256(data).hexdigest() if digest else None
-    if is_dicom(path, data[:132]):
+    if is_dicom(path, data[:512]):
         from .dicom import read_dicom  # pydicom is imported only for DICOM input
 
-        im, chroma, note = read_dicom(data, MAX_PIXELS)  # the bytes themselves: pixel data viewed in place
-        return Scan(_check_size(im), chroma, sha256, note)
+        im, chroma, note, refusal = read_dicom(data, MAX_PIXELS)  # the bytes themselves: pixel data viewed in place
+        return Scan(_check_size(im), chroma, sha256, note, refusal)
     scan = decode_bytes(data, size)
     return Scan(scan.image, scan.chroma, sha256, scan.note)
 
@@ -214,23 +216,6 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.
 
 def load_and_prepare(path, size: int) -> np.ndarray:
     return prepare(load_image(path, size), size)
-
-
-def list_images(paths) -> list[Path]:
-    """Files and folders (recursed, sorted) -> image files. Missing paths are kept, to be reported."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(
-                sorted(
-                    q
-                    for q in p.rglob("*")
-                    if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")
-                )
-            )
-        else:
-            out.append(p)
-    return out
 
 
 def file_sha256(path) -> str:

@@ -152,7 +152,8 @@ class Screener:
 
     def _screen(self, scan: Scan, path, heatmap_dir):
         note = getattr(scan, "note", None)
-        reason = self.gate.check_image(scan.image, scan.chroma)
+        # the cheap image checks, then what the file's own tags refuse (DICOM), before any inference
+        reason = self.gate.check_image(scan.image, scan.chroma) or getattr(scan, "refusal", None)
         if reason:
             return self._refused(path, "rejected", reason, scan.sha256, note), None
         image, degrees, confident = orient(scan.image)

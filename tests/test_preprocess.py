@@ -147,5 +147,7 @@ def test_list_images_recurses_and_keeps_missing(tmp_path):
     (tmp_path / "d" / "e").mkdir(parents=True)
     for n in ("d/a.png", "d/e/b.JPG", "d/notes.txt", "d/.hidden.png"):
         (tmp_path / n).write_bytes(b"x")
-    out = pp.list_images([tmp_path / "d", tmp_path / "missing.png"])
+    from edge_xray.inputs import list_images
+
+    out = list_images([tmp_path / "d", tmp_path / "missing.png"])
     assert [p.name for p in out] == ["a.png", "b.JPG", "missing.png"]
