@@ -255,7 +255,7 @@ def _text(ds, keyword: str, limit: int = 32) -> str:
     LIMIT characters: safe to show in a reason. '' when absent or empty."""
     try:
         v = ds.get(keyword)
-    except Exception:  # noqa: BLE001 - a malformed value refuses nothing
+    except Exception:  # a malformed value refuses nothing
         return ""
     if v is None:
         return ""

@@ -120,7 +120,7 @@ def _has_pixel_data(path: Path) -> bool:
 
         ds = pydicom.dcmread(str(path), force=True, defer_size=1024)
         return "PixelData" in ds and int(ds.get("Rows", 0) or 0) > 0 and int(ds.get("Columns", 0) or 0) > 0
-    except Exception:  # noqa: BLE001 - pydicom raises many types on what is not DICOM: not an image
+    except Exception:  # pydicom raises many types on what is not DICOM: not an image
         return False
 
 
