@@ -62,15 +62,6 @@ allow_unverified_option = click.option(
          "also EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1).")
 
 
-def _same_file(a, b) -> bool:
-    import os
-
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_option
@@ -94,12 +85,10 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
     (the rest are still reported), 4 when the model is missing, does not match its card, or is not
     one the package ships (without --allow-unverified-model), 1 when writing --output or --audit-log
-    failed mid-batch (the rows written are kept).
+    failed mid-batch (the rows written are kept). On a terminal, a progress line on stderr; at the
+    end, one summary line on stderr.
     """
-    from pathlib import Path
-
-    from .audit import AuditLog
-    from .output import NEW, OVERWRITE, RESUME, RowWriter, escape, human_line, json_line
+    from .batch import run
     from .screen import load_model
     from .trust import warning
 
@@ -107,53 +96,16 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
         raise click.UsageError("give --resume or --overwrite, not both")
     if (resume or overwrite) and not output:
         raise click.UsageError("--resume and --overwrite need --output")
-    for given in (output, audit_log):
-        for p in paths if given else ():
-            if Path(p).is_file() and _same_file(p, given):
-                raise click.UsageError(f"{escape(str(p))} is an input and also the file to write: choose another")
-    writer = audit = None
     with user_errors():
         screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified)
         if not screener.model_verified:
             click.echo(warning(screener.model.path), err=True)
-        audit = AuditLog(audit_log, screener.model) if audit_log else None  # first: creating it changes nothing
-        writer = RowWriter(output, RESUME if resume else OVERWRITE if overwrite else NEW) if output else None
-    done = writer.done if (writer and resume) else set()
-    skip = (lambda p: escape(str(p)) in done) if done else None
-    bad = heatmap_failures = 0
-    try:
-        with user_errors():
-            for s in screener.classify_many(paths, heatmap_dir=heatmap_dir, skip=skip):
-                if not s.ok:
-                    bad += 1
-                    click.echo(human_line(s), err=True)
-                if as_json:
-                    click.echo(json_line(s))
-                elif s.ok:
-                    click.echo(human_line(s))
-                if s.heatmap_error:
-                    heatmap_failures += 1
-                    click.echo(f"{escape(s.path)}: heatmap not written - {escape(s.heatmap_error)}", err=True)
-                if writer:
-                    writer.write(s)
-                if audit:
-                    audit.write(s)
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted: every row reported so far has been written") from None
-    finally:
-        if writer:
-            writer.close()
-        if audit:
-            audit.close()
-    resumed = screener.resumed
-    summary = screener.skipped.summary()
-    if summary:
-        click.echo(summary, err=True)
-    if resumed:
-        click.echo(f"resumed: {resumed} inputs already in {escape(str(output))} not screened again", err=True)
-    if heatmap_failures:
-        click.echo(f"heatmaps: {heatmap_failures} not written (the results stand)", err=True)
-    if bad:
+        try:
+            tally = run(screener, paths, as_json=as_json, output=output, resume=resume, overwrite=overwrite,
+                        heatmap_dir=heatmap_dir, audit_log=audit_log, echo=click.echo)
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted: every row reported so far has been written") from None
+    if tally.bad:
         sys.exit(EXIT_INPUT)
 
 
@@ -164,13 +116,48 @@ def audit():
 
 @audit.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-def audit_verify(file):
-    """Check the chain of an audit log: exit 0 when intact, 3 naming the first broken line."""
+@click.option("--key", type=click.Path(dir_okay=False), default=None,
+              help="The public key (KEY.pub from `edge-xray key init`) to check signatures with "
+                   "(default: this device's key, $EDGE_XRAY_KEY).")
+def audit_verify(file, key):
+    """Check the chain and signatures of an audit log: exit 0 when intact, 3 naming the first broken line."""
     from .audit import verify
 
     with user_errors():
-        r = verify(file)
-    click.echo(f"{file}: OK, {r['entries']} entries, chain intact; last entry sha256 {r['last_sha256']}")
+        r = verify(file, key)
+    if not r["signed"]:
+        keyed = "unkeyed: no entry is signed (anyone who can write the file could have re-chained it)"
+    elif r["checked_with"]:
+        keyed = f"{r['signed']} signed by key {r['key_id']}, signatures verified"
+    else:
+        keyed = (f"{r['signed']} signed by key {r['key_id']}, signatures NOT checked (no key here: "
+                 "give --key KEY.pub)")
+    if r["signed"] and r["unkeyed"]:
+        keyed += f"; the first {r['unkeyed']} entries, from before the key, are unkeyed"
+    click.echo(f"{file}: OK, {r['entries']} entries, chain intact; last entry sha256 {r['last_sha256']}; {keyed}")
+    for note in r["notes"]:
+        click.echo(f"note: {note}")
+
+
+@cli.group("key")
+def key_group():
+    """The device key that signs this device's site files and audit log lines."""
+
+
+@key_group.command("init")
+@click.option("--key", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the private key (default: $EDGE_XRAY_KEY, else "
+                   "$XDG_CONFIG_HOME/edge-xray/device.key or ~/.config/edge-xray/device.key); "
+                   "the public part goes beside it as KEY.pub.")
+def key_init(key):
+    """Make this device's key (Ed25519): from now on site files and audit lines are signed with it."""
+    from .keys import init_key, public_path
+
+    with user_errors():
+        k = init_key(key)
+    click.echo(f"private key: {k.path} (mode 600: keep it on this device, never copy it)")
+    click.echo(f"public key: {public_path(k.path)} (copy it to check this device's logs elsewhere)")
+    click.echo(f"fingerprint: {k.id}")
 
 
 @cli.command()

@@ -3,6 +3,11 @@
 File names that are not valid UTF-8 (bytes a file system allows but no text encoding can show) are
 written with backslash escapes: the byte 0xff becomes the four characters `\\xff`, in the human line,
 the `--json` rows, CSV and JSONL alike (`escape`). Every file written is therefore valid UTF-8.
+What goes to a terminal is also stripped of its power to move the cursor (`terminal`): control
+characters (C0, DEL, C1: a newline, a carriage return, ESC ...), line and paragraph separators and
+bidirectional overrides are shown as escapes (`\\n`, `\\r`, `\\x1b`, `\\u202e`), as a JSON row shows
+them, so that a file name cannot print a second, forged result line. JSON rows are escaped by
+`json.dumps`; CSV quotes such a field (a CSV reader gives the name back as it is).
 
 A result file is never clobbered: an existing one is refused unless the caller asks to resume it (its
 rows are read, the inputs already there are skipped, the rest appended; a half-written last line
@@ -26,10 +31,33 @@ OUTPUT_SUFFIXES = (".csv", ".jsonl")
 NEW, OVERWRITE, RESUME = "new", "overwrite", "resume"
 
 
+# bidirectional embeddings, overrides and isolates, and the Unicode line and paragraph separators
+_TERMINAL_FORMAT = {0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 class WriteError(EdgeXrayError):
     """A result or audit file could not be written mid-batch (disk full, device gone): the batch stops."""
 
     exit_code = EXIT_OTHER
+
+
+def append_synced(fd: int, data: bytes, sync=None) -> None:
+    """Append DATA to the open file FD whole, then fsync it (SYNC(): another way to, e.g. a test's): the
+    one way rows and audit lines are written. On an OSError (disk full, device gone) the part written
+    is taken back, so the file keeps only complete lines, and the error is raised."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        (sync or (lambda: os.fsync(fd)))()
+    except OSError:
+        try:
+            os.ftruncate(fd, start)
+        except OSError:
+            pass
+        raise
 
 
 def escape(text: str) -> str:
@@ -41,19 +69,39 @@ def escape(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def _terminal_char(c: str) -> str:
+    o = ord(c)
+    if c in _SHORT:
+        return _SHORT[c]
+    if o < 0x20 or 0x7F <= o <= 0x9F:
+        return f"\\x{o:02x}"
+    if o in _TERMINAL_FORMAT:
+        return f"\\u{o:04x}"
+    return c
+
+
+def terminal(text) -> str:
+    """TEXT as `escape` gives it, with every character that could move a terminal's cursor or reorder
+    its text escaped (see the module's docstring): always one line, shown as written."""
+    text = escape(str(text))
+    if not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or ord(c) in _TERMINAL_FORMAT for c in text):
+        return text
+    return "".join(_terminal_char(c) for c in text)
+
+
 def printable(s: Screening) -> dict:
     """The row of S with every text field escaped (see `escape`): what is printed and written."""
     return {k: (escape(v) if isinstance(v, str) else v) for k, v in s.to_dict().items()}
 
 
 def human_line(s: Screening) -> str:
-    """One line for the person at the device."""
-    path = escape(s.path)
-    note = f" ({escape(s.note)})" if s.note else ""
+    """One line for the person at the device (every text field through `terminal`)."""
+    path = terminal(s.path)
+    note = f" ({terminal(s.note)})" if s.note else ""
     if s.status == "rejected":
-        return f"{path}: REJECTED - {escape(s.error or '')}{note}"
+        return f"{path}: REJECTED - {terminal(s.error or '')}{note}"
     if s.status != "ok":
-        return f"{path}: ERROR - {escape(s.error or '')}{note}"
+        return f"{path}: ERROR - {terminal(s.error or '')}{note}"
     p = s.pneumonia_probability
     turned = (f" [file turned {s.orientation_corrected} degrees clockwise: screened upright]"
               if s.orientation_corrected else "")
@@ -150,27 +198,15 @@ class RowWriter:
             self.rows += 1
         return False
 
-    def _write(self, data: bytes):
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+    def _append(self, data: bytes, what: str = "a row"):
+        try:
+            append_synced(self.fd, data, self._sync)
+        except OSError as e:
+            raise WriteError(f"cannot write {what} to {escape(str(self.path))} ({e.strerror or e}): stopped after "
+                             f"{self.rows} rows, all kept; continue with --resume") from None
 
     def _sync(self):
         os.fsync(self.fd)
-
-    def _append(self, data: bytes, what: str = "a row"):
-        start = os.lseek(self.fd, 0, os.SEEK_END)
-        try:
-            self._write(data)
-            self._sync()
-        except OSError as e:
-            try:  # take the partial row back: the file keeps only complete rows
-                os.ftruncate(self.fd, start)
-            except OSError:
-                pass
-            raise WriteError(f"cannot write {what} to {escape(str(self.path))} ({e.strerror or e}): stopped after "
-                             f"{self.rows} rows, all kept; continue with --resume") from None
 
     def write(self, s: Screening):
         row = printable(s)

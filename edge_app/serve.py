@@ -49,7 +49,7 @@ from PIL import Image, ImageDraw, ImageOps
 from . import __version__
 from .audit import AuditLog
 from .errors import UsageError
-from .heatmap import font, wrap_text
+from .heatmap import font, jpeg_bytes, wrap_text
 from .output import CSV_HEADER, csv_row, human_line
 from .preprocess import IMAGE_SUFFIXES
 
@@ -196,19 +196,17 @@ class State:
         suffix = Path(name).suffix.lower()  # kept: a .dcm suffix makes a file DICOM, as on the command line
         src = workdir / f"upload-{next(self.uploads)}{suffix if suffix in IMAGE_SUFFIXES else ''}"
         upload.save(src)
-        heatmap_dir = workdir / "heatmaps" if images else None
         thumbnail = heatmap = digest = None
         with self.lock:
             scan, s = self.screener.read(src)  # an unreadable file: the command line's error row
             if scan is not None:
-                s = self.screener.screen(scan, src, heatmap_dir=heatmap_dir)
+                s, _, overlay = self.screener.assess(scan, path=src, heatmap=images)
+                heatmap = None if overlay is None else jpeg_bytes(overlay)
                 if images:
                     thumb = scan.image.copy()
                     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
                     thumbnail = _png(thumb)
-            if s.heatmap:
-                heatmap = Path(s.heatmap).read_bytes()
-            s = dataclasses.replace(s, path=name, heatmap=None)  # the overlay file is gone with the request
+            s = dataclasses.replace(s, path=name)
             if self.audit is not None:
                 digest = self.audit.write(s)
         return s, thumbnail, heatmap, digest

@@ -201,12 +201,11 @@ def _summary(p) -> dict:
 
 
 def screen_folder(screener, paths):
-    """(screenings, pooled-feature distances) of every image under PATHS."""
-    rows, dists = [], []
-    for s, dist in screener.classify_many_with_distance(paths):
-        rows.append(s)
-        dists.append(dist)
-    return rows, dists
+    """(screenings, gate feature distances) of every image under PATHS (edge_xray.batch)."""
+    from .batch import Batch
+
+    results = list(Batch(screener, paths))
+    return [r.screening for r in results], [r.distance for r in results]
 
 
 def calibrate_site(screener, labelled_dir, target: float = DEFAULT_SENSITIVITY) -> tuple[dict, list]:
