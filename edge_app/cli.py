@@ -100,6 +100,7 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
         screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified)
         if not screener.model_verified:
             click.echo(warning(screener.model.path), err=True)
+        _site_note(screener)
         try:
             tally = run(screener, paths, as_json=as_json, output=output, resume=resume, overwrite=overwrite,
                         heatmap_dir=heatmap_dir, audit_log=audit_log, echo=click.echo)
@@ -358,29 +359,44 @@ def site():
 @click.option("--sensitivity", type=float, default=0.95, show_default=True,
               help="Target sensitivity on the site's new scans.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing site file.")
+@click.option("--key", type=click.Path(dir_okay=False), default=None,
+              help="The device key to sign the site file with (default: $EDGE_XRAY_KEY, else this user's "
+                   "edge-xray key, when there is one).")
 @allow_unverified_option
-def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, allow_unverified):
-    """Screen a labelled folder (NORMAL/ and PNEUMONIA/) and write the site's threshold to SITE.json."""
+def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, key, allow_unverified):
+    """Screen a labelled folder (NORMAL/ and PNEUMONIA/) and write the site's threshold to SITE.json.
+
+    Counts distinct scans: identical files and the same scan re-encoded or resized count once (one line
+    each); the same scan under both labels is refused (exit 3)."""
     from pathlib import Path
 
+    from .keys import load_key
+    from .output import terminal
     from .screen import load_model
-    from .site import calibrate_site, write_site
+    from .site import calibrate_site, read_sample, write_site
 
     if Path(out).exists() and not overwrite:
         raise click.UsageError(f"{out} exists: give --overwrite to replace it")
     with user_errors():
+        signer = load_key(key)
         screener = load_model(model, allow_unverified=allow_unverified)
-        data, refused = calibrate_site(screener, labelled_dir, sensitivity)
-    for s in refused:
-        click.echo(f"not used: {s.path}: {s.status.upper()} - {s.error}", err=True)
-    write_site(out, data)
+        sample = read_sample(screener, labelled_dir)
+        for s in sample.refused:
+            click.echo(f"not used: {terminal(s.path)}: {s.status.upper()} - {terminal(s.error)}", err=True)
+        for line in sample.lines():
+            click.echo(line)
+        data = calibrate_site(screener, sample, sensitivity)
+    data = write_site(out, data, signer or False)
     c, se, sp = data["counts"], data["sensitivity"], data["specificity"]
     click.echo(f"{out}: threshold {data['threshold']:.4f} (card {data['card_threshold']:.4f}) for "
                f"{data['target_sensitivity']:.0%} sensitivity on new scans of this site")
-    click.echo(f"sample: {c['NORMAL']} NORMAL, {c['PNEUMONIA']} PNEUMONIA screened; {c['refused']} refused and "
-               f"{c['unreadable']} unreadable not used")
+    click.echo(f"sample: {c['NORMAL']} NORMAL, {c['PNEUMONIA']} PNEUMONIA distinct scans screened; {c['refused']} "
+               f"refused and {c['unreadable']} unreadable not used"
+               + (f"; {c['duplicate_files']} duplicate files counted once" if c["duplicate_files"] else ""))
     click.echo(f"sensitivity {se['estimate']:.3f} (95 % CI {se['ci95'][0]:.3f}-{se['ci95'][1]:.3f}), "
                f"specificity {sp['estimate']:.3f} (95 % CI {sp['ci95'][0]:.3f}-{sp['ci95'][1]:.3f}) on the sample")
+    click.echo(f"signed by key {signer.id}" if signer else
+               "not signed: this device has no key (`edge-xray key init` makes one)")
     if data["threshold"] > data["card_threshold"]:
         click.echo(f"note: this raises the threshold from {data['card_threshold']:.4f} to {data['threshold']:.4f}: "
                    "scans scoring between the two are no longer referred; the fewer the pneumonia scans in the "
@@ -394,21 +410,35 @@ def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, allow_unver
 @click.option("--json", "as_json", is_flag=True)
 @allow_unverified_option
 def site_check(folder, model, site, as_json, allow_unverified):
-    """Compare a folder of a site's scans (no labels) with the model's reference data: drift or not."""
+    """Compare a folder of a site's scans (no labels) with the model's reference data: drift or not.
+
+    Exit code 3 when it cannot tell: nothing could be screened, or fewer than 20 scans were (50 or more
+    are needed for the full verdict; from 20, a large shift only)."""
     from .screen import load_model
     from .site import check_site
 
     with user_errors():
-        r = check_site(load_model(model, site=site, allow_unverified=allow_unverified), folder)
+        screener = load_model(model, site=site, allow_unverified=allow_unverified)
+        _site_note(screener)
+        r = check_site(screener, folder)
     if as_json:
         _echo_json(r)
-        return
-    click.echo(f"{r['screened']} screened, {r['refused']} refused, {r['unreadable']} unreadable; "
-               f"flagged PNEUMONIA: {r['flagged_pneumonia_share']}")
-    for c in r["comparisons"]:
-        click.echo(f"{c['what']}: median {c['site_median']} against {c['reference_median']}; KS {c['ks_statistic']} "
-                   f"(p={c['ks_p_value']:.3g}), PSI {c['psi']}{' - shifted' if c['shifted'] else ''}")
-    click.echo(f"verdict: {r['verdict']}")
+    else:
+        click.echo(f"{r['screened']} screened, {r['refused']} refused, {r['unreadable']} unreadable; "
+                   f"flagged PNEUMONIA: {r['flagged_pneumonia_share']}")
+        for c in r["comparisons"] if r["enough"] else ():
+            click.echo(f"{c['what']}: median {c['site_median']} against {c['reference_median']}; KS "
+                       f"{c['ks_statistic']} (p={c['ks_p_value']:.3g}), PSI {c['psi']}{' - shifted' if c['shifted'] else ''}")
+        click.echo(f"verdict: {r['verdict']}")
+    if not r["enough"]:
+        sys.exit(EXIT_INPUT)
+
+
+def _site_note(screener):
+    """Say on stderr when the site file in use is not verified by a signature."""
+    note = getattr(screener.site, "note", None)
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command("train-orientation")
