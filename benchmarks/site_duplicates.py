@@ -13,7 +13,6 @@ largest distance between a scan and its copy is printed. The threshold must lie 
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import os
 import sys

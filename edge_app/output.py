@@ -140,17 +140,17 @@ class RowWriter:
         self.path = Path(path)
         ext = self.path.suffix.lower()
         if ext not in OUTPUT_SUFFIXES:
-            raise UsageError(f"--output must end in .csv or .jsonl (got {escape(self.path.name)})")
+            raise UsageError(f"--output must end in .csv or .jsonl (got {terminal(self.path.name)})")
         self.kind = ext[1:]
         self.done: set = set()
         self.rows = 0
         exists = self.path.exists()
         if exists and not self.path.is_dir() and not self.path.is_file():  # a pipe would block the open
-            raise UsageError(f"cannot write {escape(str(self.path))}: not a regular file")
+            raise UsageError(f"cannot write {terminal(self.path)}: not a regular file")
         if exists and mode == NEW:
-            raise UsageError(f"{escape(str(self.path))} exists: give --resume to continue it or --overwrite to replace it")
+            raise UsageError(f"{terminal(self.path)} exists: give --resume to continue it or --overwrite to replace it")
         if exists and self.path.is_dir():
-            raise UsageError(f"cannot write {escape(str(self.path))}: is a folder")
+            raise UsageError(f"cannot write {terminal(self.path)}: is a folder")
         header_needed = True
         if exists and mode == RESUME:
             header_needed = self._read_existing()
@@ -158,7 +158,7 @@ class RowWriter:
         try:
             self.fd = os.open(self.path, flags, 0o644)
         except OSError as e:
-            raise UsageError(f"cannot write {escape(str(self.path))}: {e.strerror or e}") from None
+            raise UsageError(f"cannot write {terminal(self.path)}: {e.strerror or e}") from None
         if self.kind == "csv" and header_needed:
             self._append(CSV_HEADER, what="the header")
 
@@ -167,13 +167,13 @@ class RowWriter:
         try:
             data = self.path.read_bytes()
         except OSError as e:
-            raise UsageError(f"cannot read {escape(str(self.path))} to resume it: {e.strerror or e}") from None
+            raise UsageError(f"cannot read {terminal(self.path)} to resume it: {e.strerror or e}") from None
         end = data.rfind(b"\n") + 1
         if end < len(data):  # a half-written last row (power cut): drop it, screen its input again
             try:
                 os.truncate(self.path, end)
             except OSError as e:
-                raise UsageError(f"cannot repair {escape(str(self.path))}: {e.strerror or e}") from None
+                raise UsageError(f"cannot repair {terminal(self.path)}: {e.strerror or e}") from None
             data = data[:end]
         text = data.decode("utf-8", "replace")
         if not text.strip():
@@ -181,7 +181,7 @@ class RowWriter:
         if self.kind == "csv":
             reader = csv.DictReader(io.StringIO(text))
             if tuple(reader.fieldnames or ()) != FIELDS:
-                raise UsageError(f"{escape(str(self.path))} has other columns than this version writes: "
+                raise UsageError(f"{terminal(self.path)} has other columns than this version writes: "
                                  "give --overwrite or another file")
             for row in reader:
                 self.done.add(row.get("path"))
@@ -193,7 +193,7 @@ class RowWriter:
             try:
                 self.done.add(json.loads(line)["path"])
             except (ValueError, KeyError, TypeError):
-                raise UsageError(f"{escape(str(self.path))} line {n} is not a result row: give --overwrite or "
+                raise UsageError(f"{terminal(self.path)} line {n} is not a result row: give --overwrite or "
                                  "another file") from None
             self.rows += 1
         return False
@@ -202,7 +202,7 @@ class RowWriter:
         try:
             append_synced(self.fd, data, self._sync)
         except OSError as e:
-            raise WriteError(f"cannot write {what} to {escape(str(self.path))} ({e.strerror or e}): stopped after "
+            raise WriteError(f"cannot write {what} to {terminal(self.path)} ({e.strerror or e}): stopped after "
                              f"{self.rows} rows, all kept; continue with --resume") from None
 
     def _sync(self):

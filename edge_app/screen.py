@@ -9,13 +9,16 @@ Every input goes through the same steps: decode once (the file's sha256 from the
 image checks, orientation (a scan turned by 90, 180 or 270 degrees is screened upright, or refused
 when the orientation model is unsure), preprocessing, one int8 invocation, the out-of-distribution
 gate on the model's own features, then the calibrated decision. The gate is always on.
+
+The Screener screens one input (`assess` -> Screened: the row, the gate's feature distance, the heatmap
+overlay as an image when asked); batches of files and folders are edge_xray.batch's (`classify_many`
+is a thin convenience over it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 from PIL import Image
