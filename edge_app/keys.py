@@ -138,7 +138,8 @@ def init_key(path=None) -> DeviceKey:
 def load_key(path=None, *, required: bool = False) -> DeviceKey | None:
     """The private key at PATH (default: `default_key_path()`); None when there is none (and not
     REQUIRED). Raises KeyFileError for a key file that is unreadable, not a key, or readable by others."""
-    explicit = path is not None or bool(os.environ.get(KEY_ENV))
+    from_env = path is None and bool(os.environ.get(KEY_ENV))
+    explicit = path is not None or from_env
     path = Path(path) if path is not None else default_key_path()
     if not path.exists():
         if required or explicit:
@@ -150,6 +151,10 @@ def load_key(path=None, *, required: bool = False) -> DeviceKey | None:
         data = path.read_bytes()
     except OSError as e:
         raise KeyFileError(f"cannot read the device key {path}: {e.strerror or e}") from None
+    if not data.lstrip().startswith(b"-----BEGIN"):  # a public key: it checks, it cannot sign
+        if from_env and not required:
+            return None  # $EDGE_XRAY_KEY names a public key on a machine that only checks
+        raise KeyFileError(f"{path} is not a private key (a public key checks signatures, it cannot make them)")
     if mode & 0o077:
         raise KeyFileError(f"the device key {path} is readable by others (mode {mode:o}): chmod 600 {path}")
     try:
@@ -171,9 +176,8 @@ def load_public(path=None) -> PublicKey | None:
     """The public key to check signatures with: PATH (a .pub file, or a private key file), else this
     device's key (default location); None when there is none. Raises KeyFileError for a bad file."""
     if path is None:
-        key = load_key(None) if default_key_path().exists() else None
-        if key is not None:
-            return key.public
+        if default_key_path().exists():
+            return load_public(default_key_path())
         pub = public_path(default_key_path())
         return _read_public(pub) if pub.exists() else None
     p = Path(path)

@@ -153,3 +153,14 @@ def test_a_power_cut_mid_line_is_moved_aside_and_the_chain_goes_on(tmp_path, key
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[1] == (f"note: line 3 records a half-written line ({len(cut)} bytes) moved aside "
                                         f"to {side[0].name} after a power cut")
+
+
+def test_a_machine_that_only_checks_names_the_public_key_in_its_environment(tmp_path, key, monkeypatch):
+    log = tmp_path / "audit.log"
+    write(log, 2, key)
+    monkeypatch.setenv("EDGE_XRAY_KEY", f"{key.path}.pub")
+    assert load_key() is None  # nothing to sign with here, and no error
+    r = run("audit", "verify", log)
+    assert r.exit_code == 0 and "2 signed by key" in r.stdout and "signatures verified" in r.stdout
+    with pytest.raises(Exception, match="is not a private key"):
+        load_key(f"{key.path}.pub")
