@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 import edge_xray
+from edge_xray.batch import Batch
 from edge_xray.gate import Gate
 from edge_xray.train.rundir import RunDir
 from edge_xray.heatmap import cam, render_heatmap
@@ -61,7 +62,8 @@ def timing(screener, scans, repeat: int):
     with tempfile.TemporaryDirectory() as tmp:
         for f in scans:
             plain = [_timed(lambda: screener.classify(f).to_dict()) for _ in range(repeat)]
-            heat = [_timed(lambda: screener.classify(f, heatmap_dir=Path(tmp)).to_dict()) for _ in range(repeat)]
+            heat = [_timed(lambda: next(iter(Batch(screener, [f], heatmap_dir=Path(tmp)))).screening.to_dict())
+                    for _ in range(repeat)]
             screen.append(min(p[1] for p in plain))
             if heat[0][0].get("heatmap"):
                 extra_wall.append(min(h[1] for h in heat) - min(p[1] for p in plain))

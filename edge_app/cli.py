@@ -72,15 +72,6 @@ allow_unverified_option = click.option(
          "also EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1).")
 
 
-def _same_file(a, b) -> bool:
-    import os
-
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_option
@@ -107,13 +98,11 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
     (the rest are still reported), 4 when the model is missing, does not match its card, or is not
     one the package ships (without --allow-unverified-model), 1 when writing --output or --audit-log
-    failed mid-batch (the rows written are kept).
+    failed mid-batch (the rows written are kept). On a terminal, a progress line on stderr; at the
+    end, one summary line on stderr.
     """
-    from pathlib import Path
-
-    from .audit import AuditLog
-    from .i18n import localize, normalize
-    from .output import NEW, OVERWRITE, RESUME, RowWriter, escape, human_line, json_line
+    from .batch import run
+    from .i18n import normalize
     from .screen import load_model
     from .trust import warning
 
@@ -124,54 +113,17 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
     lang = normalize(lang)
     if (resume or overwrite) and not output:
         raise click.UsageError("--resume and --overwrite need --output")
-    for given in (output, audit_log):
-        for p in paths if given else ():
-            if Path(p).is_file() and _same_file(p, given):
-                raise click.UsageError(f"{escape(str(p))} is an input and also the file to write: choose another")
-    writer = audit = None
     with user_errors():
         screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified)
         if not screener.model_verified:
             click.echo(warning(screener.model.path), err=True)
-        audit = AuditLog(audit_log, screener.model) if audit_log else None  # first: creating it changes nothing
-        writer = RowWriter(output, RESUME if resume else OVERWRITE if overwrite else NEW) if output else None
-    done = writer.done if (writer and resume) else set()
-    skip = (lambda p: escape(str(p)) in done) if done else None
-    bad = heatmap_failures = 0
-    try:
-        with user_errors():
-            for s in screener.classify_many(paths, heatmap_dir=heatmap_dir, skip=skip):
-                shown = localize(s, lang)  # advice in --lang; the audit log keeps the English row
-                if not s.ok:
-                    bad += 1
-                    click.echo(human_line(s, lang), err=True)
-                if as_json:
-                    click.echo(json_line(shown))
-                elif s.ok:
-                    click.echo(human_line(s, lang))
-                if s.heatmap_error:
-                    heatmap_failures += 1
-                    click.echo(f"{escape(s.path)}: heatmap not written - {escape(s.heatmap_error)}", err=True)
-                if writer:
-                    writer.write(shown)
-                if audit:
-                    audit.write(s)
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted: every row reported so far has been written") from None
-    finally:
-        if writer:
-            writer.close()
-        if audit:
-            audit.close()
-    resumed = screener.resumed
-    summary = screener.skipped.summary()
-    if summary:
-        click.echo(summary, err=True)
-    if resumed:
-        click.echo(f"resumed: {resumed} inputs already in {escape(str(output))} not screened again", err=True)
-    if heatmap_failures:
-        click.echo(f"heatmaps: {heatmap_failures} not written (the results stand)", err=True)
-    if bad:
+        _site_note(screener)
+        try:
+            tally = run(screener, paths, as_json=as_json, output=output, resume=resume, overwrite=overwrite,
+                        heatmap_dir=heatmap_dir, audit_log=audit_log, echo=click.echo, lang=lang)
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted: every row reported so far has been written") from None
+    if tally.bad:
         sys.exit(EXIT_INPUT)
 
 
@@ -182,13 +134,48 @@ def audit():
 
 @audit.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-def audit_verify(file):
-    """Check the chain of an audit log: exit 0 when intact, 3 naming the first broken line."""
+@click.option("--key", type=click.Path(dir_okay=False), default=None,
+              help="The public key (KEY.pub from `edge-xray key init`) to check signatures with "
+                   "(default: this device's key, $EDGE_XRAY_KEY).")
+def audit_verify(file, key):
+    """Check the chain and signatures of an audit log: exit 0 when intact, 3 naming the first broken line."""
     from .audit import verify
 
     with user_errors():
-        r = verify(file)
-    click.echo(f"{file}: OK, {r['entries']} entries, chain intact; last entry sha256 {r['last_sha256']}")
+        r = verify(file, key)
+    if not r["signed"]:
+        keyed = "unkeyed: no entry is signed (anyone who can write the file could have re-chained it)"
+    elif r["checked_with"]:
+        keyed = f"{r['signed']} signed by key {r['key_id']}, signatures verified"
+    else:
+        keyed = (f"{r['signed']} signed by key {r['key_id']}, signatures NOT checked (no key here: "
+                 "give --key KEY.pub)")
+    if r["signed"] and r["unkeyed"]:
+        keyed += f"; the first {r['unkeyed']} entries, from before the key, are unkeyed"
+    click.echo(f"{file}: OK, {r['entries']} entries, chain intact; last entry sha256 {r['last_sha256']}; {keyed}")
+    for note in r["notes"]:
+        click.echo(f"note: {note}")
+
+
+@cli.group("key")
+def key_group():
+    """The device key that signs this device's site files and audit log lines."""
+
+
+@key_group.command("init")
+@click.option("--key", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the private key (default: $EDGE_XRAY_KEY, else "
+                   "$XDG_CONFIG_HOME/edge-xray/device.key or ~/.config/edge-xray/device.key); "
+                   "the public part goes beside it as KEY.pub.")
+def key_init(key):
+    """Make this device's key (Ed25519): from now on site files and audit lines are signed with it."""
+    from .keys import init_key, public_path
+
+    with user_errors():
+        k = init_key(key)
+    click.echo(f"private key: {k.path} (mode 600: keep it on this device, never copy it)")
+    click.echo(f"public key: {public_path(k.path)} (copy it to check this device's logs elsewhere)")
+    click.echo(f"fingerprint: {k.id}")
 
 
 @cli.command()
@@ -372,29 +359,44 @@ def site():
 @click.option("--sensitivity", type=float, default=0.95, show_default=True,
               help="Target sensitivity on the site's new scans.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing site file.")
+@click.option("--key", type=click.Path(dir_okay=False), default=None,
+              help="The device key to sign the site file with (default: $EDGE_XRAY_KEY, else this user's "
+                   "edge-xray key, when there is one).")
 @allow_unverified_option
-def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, allow_unverified):
-    """Screen a labelled folder (NORMAL/ and PNEUMONIA/) and write the site's threshold to SITE.json."""
+def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, key, allow_unverified):
+    """Screen a labelled folder (NORMAL/ and PNEUMONIA/) and write the site's threshold to SITE.json.
+
+    Counts distinct scans: identical files and the same scan re-encoded or resized count once (one line
+    each); the same scan under both labels is refused (exit 3)."""
     from pathlib import Path
 
+    from .keys import load_key
+    from .output import terminal
     from .screen import load_model
-    from .site import calibrate_site, write_site
+    from .site import calibrate_site, read_sample, write_site
 
     if Path(out).exists() and not overwrite:
         raise click.UsageError(f"{out} exists: give --overwrite to replace it")
     with user_errors():
+        signer = load_key(key)
         screener = load_model(model, allow_unverified=allow_unverified)
-        data, refused = calibrate_site(screener, labelled_dir, sensitivity)
-    for s in refused:
-        click.echo(f"not used: {s.path}: {s.status.upper()} - {s.error}", err=True)
-    write_site(out, data)
+        sample = read_sample(screener, labelled_dir)
+        for s in sample.refused:
+            click.echo(f"not used: {terminal(s.path)}: {s.status.upper()} - {terminal(s.error)}", err=True)
+        for line in sample.lines():
+            click.echo(line)
+        data = calibrate_site(screener, sample, sensitivity)
+    data = write_site(out, data, signer or False)
     c, se, sp = data["counts"], data["sensitivity"], data["specificity"]
     click.echo(f"{out}: threshold {data['threshold']:.4f} (card {data['card_threshold']:.4f}) for "
                f"{data['target_sensitivity']:.0%} sensitivity on new scans of this site")
-    click.echo(f"sample: {c['NORMAL']} NORMAL, {c['PNEUMONIA']} PNEUMONIA screened; {c['refused']} refused and "
-               f"{c['unreadable']} unreadable not used")
+    click.echo(f"sample: {c['NORMAL']} NORMAL, {c['PNEUMONIA']} PNEUMONIA distinct scans screened; {c['refused']} "
+               f"refused and {c['unreadable']} unreadable not used"
+               + (f"; {c['duplicate_files']} duplicate files counted once" if c["duplicate_files"] else ""))
     click.echo(f"sensitivity {se['estimate']:.3f} (95 % CI {se['ci95'][0]:.3f}-{se['ci95'][1]:.3f}), "
                f"specificity {sp['estimate']:.3f} (95 % CI {sp['ci95'][0]:.3f}-{sp['ci95'][1]:.3f}) on the sample")
+    click.echo(f"signed by key {signer.id}" if signer else
+               "not signed: this device has no key (`edge-xray key init` makes one)")
     if data["threshold"] > data["card_threshold"]:
         click.echo(f"note: this raises the threshold from {data['card_threshold']:.4f} to {data['threshold']:.4f}: "
                    "scans scoring between the two are no longer referred; the fewer the pneumonia scans in the "
@@ -408,21 +410,35 @@ def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, allow_unver
 @click.option("--json", "as_json", is_flag=True)
 @allow_unverified_option
 def site_check(folder, model, site, as_json, allow_unverified):
-    """Compare a folder of a site's scans (no labels) with the model's reference data: drift or not."""
+    """Compare a folder of a site's scans (no labels) with the model's reference data: drift or not.
+
+    Exit code 3 when it cannot tell: nothing could be screened, or fewer than 20 scans were (50 or more
+    are needed for the full verdict; from 20, a large shift only)."""
     from .screen import load_model
     from .site import check_site
 
     with user_errors():
-        r = check_site(load_model(model, site=site, allow_unverified=allow_unverified), folder)
+        screener = load_model(model, site=site, allow_unverified=allow_unverified)
+        _site_note(screener)
+        r = check_site(screener, folder)
     if as_json:
         _echo_json(r)
-        return
-    click.echo(f"{r['screened']} screened, {r['refused']} refused, {r['unreadable']} unreadable; "
-               f"flagged PNEUMONIA: {r['flagged_pneumonia_share']}")
-    for c in r["comparisons"]:
-        click.echo(f"{c['what']}: median {c['site_median']} against {c['reference_median']}; KS {c['ks_statistic']} "
-                   f"(p={c['ks_p_value']:.3g}), PSI {c['psi']}{' - shifted' if c['shifted'] else ''}")
-    click.echo(f"verdict: {r['verdict']}")
+    else:
+        click.echo(f"{r['screened']} screened, {r['refused']} refused, {r['unreadable']} unreadable; "
+                   f"flagged PNEUMONIA: {r['flagged_pneumonia_share']}")
+        for c in r["comparisons"] if r["enough"] else ():
+            click.echo(f"{c['what']}: median {c['site_median']} against {c['reference_median']}; KS "
+                       f"{c['ks_statistic']} (p={c['ks_p_value']:.3g}), PSI {c['psi']}{' - shifted' if c['shifted'] else ''}")
+        click.echo(f"verdict: {r['verdict']}")
+    if not r["enough"]:
+        sys.exit(EXIT_INPUT)
+
+
+def _site_note(screener):
+    """Say on stderr when the site file in use is not verified by a signature."""
+    note = getattr(screener.site, "note", None)
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command("train-orientation")

@@ -8,7 +8,7 @@ weights are in the model card (`cam`); no TensorFlow is needed.
 
 `render_heatmap` draws:
 - the scan at its own resolution, its long side capped at MAX_SIDE pixels (the caller passes the
-  decoded scan; `save_heatmap` decodes a large JPEG again at the power-of-two scale that gives at
+  decoded scan; `draw_overlay` decodes a large JPEG again at the power-of-two scale that gives at
   least MAX_SIDE / 2 pixels, e.g. 888x708 for a 1776x1416 scan: the model's own decode is 1/8 of that);
 - the evidence in a yellow-to-red scale, transparent where it is weak (below MIN_SHOWN of this scan's
   strongest), so that the scan stays visible;
@@ -20,7 +20,7 @@ By default only PNEUMONIA results get an overlay; a NORMAL result is drawn with 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+import io
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -204,30 +204,25 @@ def overlay_source(im: Image.Image, src_path) -> Image.Image:
     return full if max(full.size) > max(w, h) else im
 
 
-def save_heatmap(card, im: Image.Image, features: np.ndarray, result: dict, out_dir, stem: str,
-                 written: set | None = None, *, src_path=None, degrees: int = 0,
-                 normal_evidence: bool = False) -> Path | None:
-    """Write the overlay (STEM.heatmap.jpg; None for a result that gets none, see `wants_overlay`).
+def draw_overlay(card, im: Image.Image, features: np.ndarray, result: dict, *, src_path=None, degrees: int = 0,
+                 normal_evidence: bool = False) -> Image.Image | None:
+    """The overlay of one result (None for a result that gets none, see `wants_overlay`); the batch runner
+    (edge_xray.batch) names and writes it, the page sends it.
 
     IM is the upright scan the model saw; SRC_PATH, when given, is decoded again at a larger scale for
-    the drawing (turned upright by DEGREES, as IM was). WRITTEN (the paths this batch wrote) keeps
-    equal file names apart."""
+    the drawing (turned upright by DEGREES, as IM was)."""
     if not wants_overlay(result, normal_evidence):
         return None
-    written = set() if written is None else written
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     base = overlay_source(im, src_path)
     if base is not im and degrees:
         from .orientation import rotate_back
 
         base = rotate_back(base, degrees)
-    image = render_heatmap(card, base, features, result, normal_evidence)
-    dest = out / (stem + SUFFIX)
-    n = 1
-    while dest in written:  # same file name from another folder in this batch
-        n += 1
-        dest = out / f"{stem}-{n}{SUFFIX}"
-    written.add(dest)
-    image.save(dest, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-    return dest
+    return render_heatmap(card, base, features, result, normal_evidence)
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    """IMAGE as the overlay file's JPEG (SUFFIX): what `classify --heatmap` writes and the page sends."""
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return buf.getvalue()

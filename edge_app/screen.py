@@ -9,21 +9,23 @@ Every input goes through the same steps: decode once (the file's sha256 from the
 image checks, orientation (a scan turned by 90, 180 or 270 degrees is screened upright, or refused
 when the orientation model is unsure), preprocessing, one int8 invocation, the out-of-distribution
 gate on the model's own features, then the calibrated decision. The gate is always on.
+
+The Screener screens one input (`assess` -> Screened: the row, the gate's feature distance, the heatmap
+overlay as an image when asked); batches of files and folders are edge_xray.batch's (`classify_many`
+is a thin convenience over it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from PIL import Image
 
 from .decision import ADVICE, Calibration
 from .errors import ImageError
 from .gate import Gate
-from .inputs import Skipped, find_inputs
 from .orientation import REASON as ORIENTATION_REASON, orient
 from .preprocess import Scan, load_scan, prepare, scan_from_image
 from .runtime import Model
@@ -67,6 +69,14 @@ class Screening:
 FIELDS = tuple(f.name for f in dataclasses.fields(Screening))
 
 
+class Screened(NamedTuple):
+    """One input's Screening with what a batch and a drift check use beside the row."""
+
+    screening: Screening
+    distance: float | None = None  # the gate's feature distance of the scan; None where not measured
+    heatmap: Image.Image | None = None  # the overlay (edge_xray.heatmap.draw_overlay), when asked and drawn
+
+
 class Screener:
     """A model, its gate and its operating point, ready to screen files or images."""
 
@@ -74,11 +84,8 @@ class Screener:
         self.model = model
         self.site = site
         self.model_verified = model_verified
-        self.skipped = Skipped()  # of the last classify_many: files of folders not screened, and why
-        self.resumed = 0  # of the last classify_many: inputs left out by its `skip`
         self.gate = Gate.from_card(model.card)
         self.calibration = Calibration.from_card(model.card, site.threshold if site is not None else None)
-        self._heatmap_names: set = set()
 
     @property
     def threshold(self) -> float:
@@ -96,42 +103,38 @@ class Screener:
         return self._row(path, status, error=reason, advice=ADVICE[status].format(reason=reason), input_sha256=sha256,
                          note=note)
 
-    def classify(self, source, *, heatmap_dir=None) -> Screening:
+    def error_row(self, path, reason: str) -> Screening:
+        """The row of an input that could not be screened for REASON (status error)."""
+        return self._refused(path, "error", reason)
+
+    def classify(self, source) -> Screening:
         """Screen one input: a path (PNG, JPEG, TIFF, BMP, DICOM) or a Pillow image. Never raises for a
         bad input: an unreadable one comes back with `status: error`, a non-X-ray with `rejected`."""
-        return self._classify(source, heatmap_dir)[0]
+        return self.assess(source).screening
 
-    def classify_many(self, paths: Iterable, *, heatmap_dir=None, skip=None) -> Iterator[Screening]:
-        """Screen files and folders (recursed, by content, in order; a DICOMDIR through its images); one
-        Screening per image. Never raises for a bad input: a missing file or an empty folder comes back
-        as a Screening with `status: error`. SKIP(path) -> True leaves an input out (a resumed batch).
-        Afterwards `skipped` counts the files of folders that were not screened, and why."""
-        for s, _ in self.classify_many_with_distance(paths, heatmap_dir=heatmap_dir, skip=skip):
-            yield s
+    def classify_many(self, paths: Iterable) -> Iterator[Screening]:
+        """Screen files and folders (recursed, in order; see edge_xray.batch): one Screening per image.
+        Never raises for a bad input: a missing file or an empty folder comes back as a Screening with
+        `status: error`."""
+        from .batch import Batch
 
-    def classify_many_with_distance(self, paths: Iterable, *, heatmap_dir=None, skip=None):
-        """As classify_many, with the gate's feature distance of each input (None where not measured):
-        (Screening, distance) pairs, for drift checks."""
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        self.skipped = skipped = Skipped()
-        self.resumed = 0
-        for p in paths:
-            files = find_inputs(p, skipped)
-            if not files:
-                if skip is not None and skip(p):
-                    self.resumed += 1
-                    continue
-                yield self._refused(p, "error", "folder holds no images"), None
-            for f in files:
-                if skip is not None and skip(f):
-                    self.resumed += 1
-                    continue
-                yield self._classify(f, heatmap_dir)
+        for screened in Batch(self, paths):
+            yield screened.screening
 
-    def screen(self, scan: Scan, path=IMAGE_SOURCE, *, heatmap_dir=None) -> Screening:
+    def assess(self, source, *, path=None, heatmap: bool = False) -> Screened:
+        """Screen one input (a path, a Pillow image, or a Scan from `read`) -> Screened: the row, the gate's
+        feature distance and, with HEATMAP, the overlay image of a result that gets one. PATH: what the
+        row's `path` says for a Scan (default: IMAGE_SOURCE)."""
+        if isinstance(source, Scan):
+            return self._screen(source, IMAGE_SOURCE if path is None else path, heatmap)
+        scan, refused = self.read(source)
+        if refused is not None:
+            return Screened(refused)
+        return self._screen(scan, IMAGE_SOURCE if isinstance(source, Image.Image) else source, heatmap)
+
+    def screen(self, scan: Scan, path=IMAGE_SOURCE) -> Screening:
         """Screen a decoded Scan."""
-        return self._screen(scan, path, heatmap_dir)[0]
+        return self._screen(scan, path, False).screening
 
     def read(self, source) -> tuple[Scan | None, Screening | None]:
         """(the decoded Scan, None), or (None, the error row) for an input that cannot be read."""
@@ -144,43 +147,33 @@ class Screener:
         except MemoryError:  # one input too large for this device: its own error row, the batch goes on
             return None, self._refused(path, "error", "not enough memory to decode this image on this device")
 
-    def _classify(self, source, heatmap_dir):
-        scan, refused = self.read(source)
-        if refused is not None:
-            return refused, None
-        return self._screen(scan, IMAGE_SOURCE if isinstance(source, Image.Image) else source, heatmap_dir)
-
-    def _screen(self, scan: Scan, path, heatmap_dir):
+    def _screen(self, scan: Scan, path, heatmap: bool) -> Screened:
         note = getattr(scan, "note", None)
         # the cheap image checks, then what the file's own tags refuse (DICOM), before any inference
         reason = self.gate.check_image(scan.image, scan.chroma) or getattr(scan, "refusal", None)
         if reason:
-            return self._refused(path, "rejected", reason, scan.sha256, note), None
+            return Screened(self._refused(path, "rejected", reason, scan.sha256, note))
         image, degrees, confident = orient(scan.image)
         if not confident:  # a non-X-ray is refused for what it is; an X-ray in doubt for its orientation
             x = prepare(scan.image, self.model.size)
             reason = self.gate.check_features(x, self.model.run(x, features=True)[1]) or ORIENTATION_REASON
-            return self._refused(path, "rejected", reason, scan.sha256, note), None
+            return Screened(self._refused(path, "rejected", reason, scan.sha256, note))
         x = prepare(image, self.model.size)
         logits, features = self.model.run(x, features=True)
         distance = self.gate.feature_distance(features)
         reason = self.gate.check_features(x, features, distance)
         if reason:
-            return self._refused(path, "rejected", reason, scan.sha256, note), distance
+            return Screened(self._refused(path, "rejected", reason, scan.sha256, note), distance)
         decision = self.calibration.decide(logits)
         result = self._row(path, "ok", input_sha256=scan.sha256, orientation_corrected=degrees, note=note,
                            **decision.fields())
-        if heatmap_dir is not None and features is not None:
-            from .heatmap import save_heatmap
+        overlay = None
+        if heatmap and features is not None:
+            from .heatmap import draw_overlay
 
-            try:
-                dest = save_heatmap(self.card, image, features, result.to_dict(), heatmap_dir, Path(str(path)).stem,
-                                    self._heatmap_names, src_path=None if path == IMAGE_SOURCE else path,
-                                    degrees=degrees)
-                result = dataclasses.replace(result, heatmap=None if dest is None else str(dest))
-            except OSError as e:
-                result = dataclasses.replace(result, heatmap_error=f"cannot write heatmap ({e.strerror or e})")
-        return result, distance
+            overlay = draw_overlay(self.card, image, features, result.to_dict(),
+                                   src_path=None if path == IMAGE_SOURCE else path, degrees=degrees)
+        return Screened(result, distance, overlay)
 
 
 def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False) -> Screener:

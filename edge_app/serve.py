@@ -39,6 +39,7 @@ from flask import Flask, Request
 from . import __version__, web_views as v
 from .audit import AuditLog
 from .errors import UsageError
+from .heatmap import jpeg_bytes
 from .i18n import default_language
 from .preprocess import IMAGE_SUFFIXES
 from .web_access import (  # noqa: F401 - the names tests and callers know from here
@@ -174,14 +175,13 @@ class State:
         with self.lock:
             scan, s = self.screener.read(src)  # an unreadable file: the command line's error row
             if scan is not None:
-                s = self.screener.screen(scan, src, heatmap_dir=workdir / "heatmaps" if images else None)
+                s, _, overlay = self.screener.assess(scan, path=src, heatmap=images)
+                heatmap = None if overlay is None else jpeg_bytes(overlay)
                 if images:
                     thumb = scan.image.copy()
                     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
                     thumbnail = _png(thumb)
-            if s.heatmap:
-                heatmap = Path(s.heatmap).read_bytes()
-            s = dataclasses.replace(s, path=name, heatmap=None)  # the overlay file is gone with the request
+            s = dataclasses.replace(s, path=name)
             if self.audit is not None:
                 digest = self.audit.write(s)
         return s, thumbnail, heatmap, digest

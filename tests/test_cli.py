@@ -22,8 +22,11 @@ def run(*args):
 
 
 def stderr_lines(r):
-    """stderr without the one warning line of a model run with --allow-unverified-model (checked here)."""
+    """stderr without the one warning line of a model run with --allow-unverified-model (checked here), and
+    without a batch's summary line (tests/test_batch.py checks it)."""
     lines = r.stderr.splitlines()
+    if lines and lines[-1].startswith("summary: "):
+        lines = lines[:-1]
     if lines and lines[0].startswith("warning: "):
         assert "is not a verified edge-xray model" in lines[0]
         return lines[1:]

@@ -127,7 +127,8 @@ def test_not_a_chest_xray_is_rejected(tmp_path, kind):
     assert r.exit_code == 3
     row = json.loads(r.stdout)
     assert row["status"] == "rejected" and row["label"] is None and row["error"]
-    assert r.stderr == f"{p}: REJECTED - {row['error']}\n"
+    assert r.stderr == (f"{p}: REJECTED - {row['error']}\n"
+                        "summary: 0 screened (0 refer today, 0 refer, 0 no pneumonia found), 1 refused, 0 errors\n")
 
 
 @bundled

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from conftest import xray_like
-from edge_xray.heatmap import MAX_SIDE, MIN_SIDE_DRAWN, cam, render_heatmap, save_heatmap
+from edge_xray.batch import HeatmapFiles
+from edge_xray.heatmap import MAX_SIDE, MIN_SIDE_DRAWN, cam, draw_overlay, render_heatmap
 
 C = 8  # channels of the fake feature map
 
@@ -86,9 +87,9 @@ def test_text_band_shows_the_answer():
 
 def test_save_heatmap_writes_pneumonia_only(tmp_path):
     scan = _scan(600, 500)
-    assert save_heatmap(_card(), scan, _features(), dict(NORMAL, status="ok"), tmp_path, "a") is None
-    p = save_heatmap(_card(), scan, _features(), dict(PNEUMONIA, status="ok"), tmp_path, "a")
+    assert draw_overlay(_card(), scan, _features(), dict(NORMAL, status="ok")) is None
+    files = HeatmapFiles(tmp_path)
+    p = files.write(draw_overlay(_card(), scan, _features(), dict(PNEUMONIA, status="ok")), "x/a.png")
     assert p.name == "a.heatmap.jpg" and Image.open(p).size[0] == 600
-    written = {p}
-    p2 = save_heatmap(_card(), scan, _features(), dict(PNEUMONIA, status="ok"), tmp_path, "a", written)
+    p2 = files.write(draw_overlay(_card(), scan, _features(), dict(PNEUMONIA, status="ok")), "y/a.png")
     assert p2.name == "a-2.heatmap.jpg"

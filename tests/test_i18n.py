@@ -167,7 +167,7 @@ def test_classify_lang_translates_the_words_not_the_fields(tmp_path):
     bad.write_text("hello")
     r = CliRunner().invoke(cli, ["classify", str(bad), "--lang", "pt"])
     assert r.exit_code == 3
-    assert r.stderr.strip() == f"{bad}: ERROR - não é um ficheiro de imagem (formato desconhecido ou corrompido)"
+    assert r.stderr.splitlines()[0] == f"{bad}: ERROR - não é um ficheiro de imagem (formato desconhecido ou corrompido)"
     r = CliRunner().invoke(cli, ["classify", str(bad), "--json"], env={"EDGE_XRAY_LANG": "es"})
     row = json.loads(r.stdout.splitlines()[0])
     assert row["advice"] == "No cribado: no es un archivo de imagen (formato desconocido o dañado)"

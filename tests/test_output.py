@@ -164,4 +164,4 @@ def test_heatmap_folder_not_writable_is_reported_and_the_result_stands(tmp_path)
     assert r.stdout.startswith(f"{scan}: ")
     err = r.stderr.splitlines()
     assert err[0].startswith(f"{scan}: heatmap not written - cannot write heatmap (")
-    assert err[-1] == "heatmaps: 1 not written (the results stand)"
+    assert err[-2] == "heatmaps: 1 not written (the results stand)"

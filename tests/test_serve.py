@@ -462,12 +462,12 @@ def test_normal_results_without_a_heatmap(made, monkeypatch):
     need_data()
     import edge_xray.heatmap
 
-    real = edge_xray.heatmap.save_heatmap
+    real = edge_xray.heatmap.draw_overlay
 
-    def pneumonia_only(card, im, features, result, cls, *a, **kw):
-        return None if result["label"] == "NORMAL" else real(card, im, features, result, cls, *a, **kw)
+    def pneumonia_only(card, im, features, result, *a, **kw):
+        return None if result["label"] == "NORMAL" else real(card, im, features, result, *a, **kw)
 
-    monkeypatch.setattr(edge_xray.heatmap, "save_heatmap", pneumonia_only)
+    monkeypatch.setattr(edge_xray.heatmap, "draw_overlay", pneumonia_only)
     client = made().test_client()
     page = text_of(screen_on_page(client, [FULLRES / NORMAL, FULLRES / BACTERIAL]))
     assert page.count('class="heatmap-btn"') == 1 and "No heatmap: drawn for pneumonia results only" in page

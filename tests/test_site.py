@@ -63,7 +63,8 @@ bundled = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no bundled mode
 @bundled
 def test_site_file_for_another_model_or_altered_is_refused(tmp_path):
     m = Model()
-    good = write_site(tmp_path / "s.json", {"format": "edge-xray-site/1", "model_sha256": m.sha256, "threshold": 0.7})
+    good = write_site(tmp_path / "s.json", {"format": "edge-xray-site/1", "model_sha256": m.sha256, "threshold": 0.7,
+                                            "target_sensitivity": 0.95, "pneumonia_scores": [0.7] + [0.9] * 19})
     assert load_site(tmp_path / "s.json", m).threshold == 0.7
     write_site(tmp_path / "other.json", dict(good, model_sha256="0" * 64))
     with pytest.raises(ModelError, match="was made for another model"):
