@@ -39,7 +39,10 @@ ADULT_REASON = "looks like an adult chest X-ray: this screen is made for childre
 OTHER_BODY_REASON = "not a chest X-ray (another body part)"
 NOT_XRAY_REASON = "does not look like a chest X-ray"  # used when the gate has no reason of its own
 REASONS = {1: ADULT_REASON, 2: LATERAL_REASON, 3: OTHER_BODY_REASON, 4: NOT_XRAY_REASON}
-GATE_FIRST = frozenset({4})  # for these classes the gate's own reason is given when the gate refuses too
+# For these classes (not a chest at all) the gate's own reason is given when the gate refuses too: the
+# gate's development non-X-rays keep the reasons they had, and the check's words are given where the
+# gate has none (a hand radiograph the gate would pass). Adult and lateral films always get the check's.
+GATE_FIRST = frozenset({3, 4})
 
 
 @dataclass(frozen=True)

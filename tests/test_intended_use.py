@@ -42,7 +42,7 @@ def test_reasons_are_the_ones_health_workers_are_told():
 @pytest.mark.parametrize("k,reason", [(1, ADULT_REASON), (2, LATERAL_REASON), (3, OTHER_BODY_REASON)])
 def test_decide_refuses_below_the_threshold_for_the_most_likely_kind(k, reason):
     v = decide(probs(k, 0.02), threshold=0.05)
-    assert v == Verdict(0.02, LABELS[k], reason, False)
+    assert v == Verdict(0.02, LABELS[k], reason, k == 3)  # not a chest: the gate may word it
     assert decide(probs(k, 0.06), threshold=0.05).reason is None  # at or above: in use
     assert decide(probs(k, 0.05), threshold=0.05).reason is None
 
@@ -79,13 +79,29 @@ def test_screen_refuses_with_the_check_reason_and_reports_its_score(bundled, tmp
 
     p = tmp_path / "scan.png"
     Image.fromarray(xray_like()).save(p)
-    for k, reason in [(1, ADULT_REASON), (2, LATERAL_REASON), (3, OTHER_BODY_REASON)]:
+    assert bundled._gate_reason(Image.open(p).convert("L")) is None  # the gate has nothing to say of it
+    for k, reason in [(1, ADULT_REASON), (2, LATERAL_REASON), (3, OTHER_BODY_REASON), (4, NOT_XRAY_REASON)]:
         check = FixedCheck(probs(k, 0.01))
         s = Screener(bundled.model, orientation=bundled.orientation, intended_use=check).classify(p)
         assert (s.status, s.error, s.intended_use, s.label) == ("rejected", reason, 0.01, None)
         assert check.seen == [(64, 64)]  # the shared 64 px input
     s = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(1, 0.9))).classify(p)
     assert s.intended_use == 0.9 and s.error != ADULT_REASON  # in use: whatever comes next decides
+
+
+def test_a_non_chest_the_gate_refuses_keeps_the_gate_reason(bundled):
+    """A generated non-X-ray the check calls "another body part" or "not an X-ray": the gate's words."""
+    from edge_xray.calibration.negatives import negatives
+    from edge_xray.screen import Screener
+
+    name, _, im = next(negatives("fit", kinds=("document",)))
+    gate = bundled._gate_reason(im)
+    assert gate is not None
+    for k in (3, 4):
+        s = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(k, 0.01))).classify(im)
+        assert (s.status, s.error, s.intended_use) == ("rejected", gate, 0.01)
+    s = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(1, 0.01))).classify(im)
+    assert s.error == ADULT_REASON  # adult and lateral films always get the check's words
 
 
 def test_a_blank_image_never_reaches_the_check(bundled):

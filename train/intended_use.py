@@ -56,8 +56,8 @@ from .rundir import write_json
 
 IMAGE_SIZE = 64  # px: the orientation model's input size, so one prepared input serves both models
 ARCH = "xs"
-DROP_BLOCKS = 0  # the whole "xs" structure (the orientation model drops one block): ~46 k parameters, ~75 KB
-EPOCHS = 22
+DROP_BLOCKS = 0  # the whole "xs" structure (the orientation model drops one block): 39 k parameters, ~75 KB int8
+EPOCHS = 14
 QAT_EPOCHS = 2
 VIEWS_PER_EPOCH = 4096  # half positives, half negatives
 BATCH_SIZE = 64
@@ -69,7 +69,7 @@ VAL_FRACTION = 0.15
 HELD_OUT_FRACTION = 0.3  # of each real negative kind's patients
 NEGATIVE_KINDS = ("adult_frontal", "lateral", "other_body")  # folders of the negatives, classes 1, 2, 3
 NOT_XRAY = 4  # class of the generated non-X-rays
-KIND_SHARES = {1: 0.45, 2: 0.2, 3: 0.2, NOT_XRAY: 0.15}  # of the negatives in a batch
+KIND_SHARES = {1: 0.35, 2: 0.25, 3: 0.25, NOT_XRAY: 0.15}  # of the negatives in a batch
 CALIBRATION_VIEWS = 300
 # Augmentation (all classes alike)
 P_MIRROR = 0.5
