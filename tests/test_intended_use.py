@@ -194,19 +194,31 @@ def test_views_of_every_class_are_augmented_alike():
 
 # --- slow: the bundled model on real radiographs, and a tiny training run --------------------------
 @pytest.mark.slow
-def test_bundled_check_refuses_most_held_out_negatives_and_keeps_full_resolution_scans(bundled):
+def test_bundled_check_refuses_held_out_negatives_and_keeps_full_resolution_scans(bundled):
+    """Held-out real negatives (patients the model never learnt from): every lateral and hand refused,
+    laterals for being lateral; adult films refused more often than by the screen without the check
+    (at least 40 %: the figure is in docs/intended-use.md); no full-resolution child scan refused."""
     from edge_xray.preprocess import list_images
+    from edge_xray.screen import Screener
     from edge_xray.train.intended_use import negative_files
 
     if not NEGATIVES.is_dir() or not FULLRES.is_dir():
         pytest.skip("no intended_use or fullres data")
+    without = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(1, 1.0)))
     held = [n for n in negative_files(NEGATIVES) if n.held_out]
-    rows = {n.path.name: (n.kind, bundled.classify(n.path)) for n in held}
-    for kind in ("adult_frontal", "lateral"):
-        r = [s for k, s in rows.values() if k == kind]
-        assert sum(s.status == "rejected" for s in r) >= 0.6 * len(r), (kind, [s.error for s in r])
-    screened = [s for s in (bundled.classify(p) for p in list_images([FULLRES])) if s.status != "ok"]
-    assert screened == []
+    for kind in ("adult_frontal", "lateral", "other_body"):
+        paths = [n.path for n in held if n.kind == kind]
+        rows = [bundled.classify(p) for p in paths]
+        refused = sum(s.status == "rejected" for s in rows)
+        assert all(s.intended_use is not None for s in rows)
+        if kind == "adult_frontal":
+            assert refused >= 0.4 * len(rows) and refused > sum(without.classify(p).status == "rejected" for p in paths)
+        else:
+            assert refused == len(rows), (kind, [s.error for s in rows])
+        if kind == "lateral":
+            assert {s.error for s in rows} == {LATERAL_REASON}
+    rows = [bundled.classify(p) for p in list_images([FULLRES])]
+    assert len(rows) == 80 and all(s.status == "ok" and s.intended_use >= bundled.intended_use.threshold for s in rows)
 
 
 @pytest.mark.slow
