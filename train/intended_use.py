@@ -77,7 +77,8 @@ ROTATION_DEG = 10.0
 ZOOM = (0.85, 1.2)
 ASPECT = (0.75, 1.33)
 SHIFT = 0.08
-P_CROP, CROP = 0.3, (0.7, 1.0)  # keep this fraction of each side
+P_CROP, CROP = 0.3, (0.7, 1.0)  # keep this fraction of each side (negatives)
+P_CROP_POSITIVE = 0.3  # child scans (tight crops of a child's film look like an adult's film)
 P_ANNOTATE = 0.4  # text, letters, arrows
 P_BORDER = 0.25
 P_JPEG, JPEG_QUALITY = 0.3, (20, 90)
@@ -208,7 +209,7 @@ def jpeg(im: Image.Image, quality: int) -> Image.Image:
 
 
 def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | None = None,
-         k: int = 0) -> np.ndarray:
+         k: int = 0, p_crop: float = P_CROP) -> np.ndarray:
     """The model's input for uint8 image GRAY (augmented, turned a random number of quarter turns,
     when RNG is given; else turned K quarter turns clockwise)."""
     from edge_xray.orientation import rotate_clockwise
@@ -217,7 +218,7 @@ def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | No
     im = Image.fromarray(gray)
     if rng is not None:
         k = int(rng.integers(4))
-        if rng.random() < P_CROP:
+        if rng.random() < p_crop:
             im = crop(im, rng)
         if rng.random() < P_BORDER:
             im = border(im, rng)
@@ -272,7 +273,9 @@ def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch):
 
     def one(j):
         part, i = src[j]
-        return view(pos[i] if part == "p" else neg[i], size, np.random.default_rng(seeds[j]))
+        if part == "p":
+            return view(pos[i], size, np.random.default_rng(seeds[j]), p_crop=P_CROP_POSITIVE)
+        return view(neg[i], size, np.random.default_rng(seeds[j]))
 
     with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
         for b in range(0, len(order), batch_size):
@@ -421,7 +424,7 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                    "learning_rate": LEARNING_RATE, "qat_learning_rate": QAT_LEARNING_RATE,
                    "label_smoothing": LABEL_SMOOTHING, "seed": seed, "limit": limit, "kind_shares": KIND_SHARES,
                    "augmentation": {"P_MIRROR": P_MIRROR, "ROTATION_DEG": ROTATION_DEG, "ZOOM": ZOOM, "ASPECT": ASPECT,
-                                    "SHIFT": SHIFT, "P_CROP": P_CROP, "CROP": CROP, "P_ANNOTATE": P_ANNOTATE,
+                                    "SHIFT": SHIFT, "P_CROP": P_CROP, "P_CROP_POSITIVE": P_CROP_POSITIVE, "CROP": CROP, "P_ANNOTATE": P_ANNOTATE,
                                     "P_BORDER": P_BORDER, "P_JPEG": P_JPEG, "JPEG_QUALITY": JPEG_QUALITY,
                                     "GAMMA": GAMMA, "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL,
                                     "quarter_turns": "uniform 0, 90, 180, 270", "P_BLUR": aug.P_BLUR,
