@@ -28,8 +28,10 @@ def golden(data_dir: Path) -> dict:
     rows = []
     for s in screener.classify_many([fullres]):
         rows.append({"file": Path(s.path).relative_to(fullres).as_posix(), "status": s.status, "label": s.label,
-                     "pneumonia_probability": s.pneumonia_probability, "pneumonia_type": s.pneumonia_type})
+                     "pneumonia_probability": s.pneumonia_probability, "pneumonia_type": s.pneumonia_type,
+                     "intended_use": s.intended_use})
     return {"model_sha256": screener.model.sha256, "model_version": screener.card.version,
+            "intended_use_model_sha256": screener.intended_use.sha256,
             "threshold": screener.threshold, "data": "fullres/ of the shared data (80 original-resolution scans)",
             "command": "python benchmarks/golden.py --write tests/golden/bundled-fullres.json", "rows": rows}
 

@@ -445,19 +445,64 @@ def _site_note(screener):
 @click.argument("data_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="MODEL.tflite (card MODEL.json beside it), e.g. edge_app/models/edge-xray-orientation-int8.tflite.")
+@click.option("--run", type=click.Path(file_okay=False), default=None,
+              help="The run folder (Keras model, evaluation views); default runs/MODEL-NAME. Must be new or empty.")
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="Float epochs (default 4).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Also the split's seed (0: the main model's).")
-def train_orientation(data_dir, out, epochs, seed):
+def train_orientation(data_dir, out, run, epochs, seed):
     """Train the int8 orientation model (0/90/180/270 degrees) on a NORMAL/PNEUMONIA folder."""
+    from pathlib import Path
+
+    from .convert.auxiliary import convert_orientation, orientation_summary
     from .train.orientation import EPOCHS
-    from .train.orientation import train_orientation as run
+    from .train.orientation import train_orientation as train
 
     if not out.endswith(".tflite"):
         raise click.UsageError(f"--out must end in .tflite (got {out})")
+    run = run or str(Path("runs") / Path(out).stem)
     with user_errors():
-        card = run(data_dir, out, epochs=epochs or EPOCHS, seed=seed)
+        train(data_dir, run, epochs=epochs or EPOCHS, seed=seed)
+        card = convert_orientation(run, out)
+    for line in orientation_summary(card):
+        click.echo(line)
     click.echo(f"{out}: {card['size_bytes'] / 1024:.1f} KB, sha256 {card['sha256']}")
 
+
+@cli.command("train-intended-use")
+@click.argument("data_dir", type=click.Path())
+@click.option("--negatives", required=True, type=click.Path(),
+              help="Folder with adult_frontal/, lateral/, other_body/ and labels.csv (patient ids).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="MODEL.tflite (card MODEL.json beside it), e.g. edge_app/models/edge-xray-intended-use-int8.tflite.")
+@click.option("--run", type=click.Path(file_okay=False), default=None,
+              help="The run folder (Keras model, evaluation set); default runs/MODEL-NAME. Must be new or empty.")
+@click.option("--fullres", type=click.Path(file_okay=False), default=None,
+              help="Full-resolution scans for the false-refusal check (default: DATA_DIR/../fullres if present).")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="Float epochs (default: the bundled recipe's).")
+@click.option("--views", type=click.IntRange(64, 10**6), default=None,
+              help="Augmented views per epoch, half positives (default 4096).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(10, 10**6), default=None, help="Use about this many positives (tests).")
+def train_intended_use(data_dir, negatives, out, run, fullres, epochs, views, seed, limit):
+    """Train the int8 intended-use model (child frontal chest / adult / lateral / other body part / non-X-ray)."""
+    from pathlib import Path
+
+    from .convert.auxiliary import convert_intended_use, summary
+    from .train.intended_use import EPOCHS, VIEWS_PER_EPOCH
+    from .train.intended_use import train_intended_use as train
+
+    if not out.endswith(".tflite"):
+        raise click.UsageError(f"--out must end in .tflite (got {out})")
+    run = run or str(Path("runs") / Path(out).stem)
+    if fullres is None and (Path(data_dir).parent / "fullres").is_dir():
+        fullres = str(Path(data_dir).parent / "fullres")
+    with user_errors():
+        train(data_dir, negatives, run, fullres=fullres, epochs=epochs or EPOCHS, views=views or VIEWS_PER_EPOCH,
+              seed=seed, limit=limit)
+        card = convert_intended_use(run, out)
+    for line in summary(card):
+        click.echo(line)
+    click.echo(f"{out}: {card['size_bytes'] / 1024:.1f} KB, sha256 {card['sha256']}")
 
 
 @cli.command()

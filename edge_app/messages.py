@@ -56,6 +56,7 @@ VIEW_AND_AGE = (
     N_("lateral view: screen a frontal (front-to-back) chest X-ray"),
     N_("looks like an adult chest X-ray: this screen is made for children aged 1 to 5"),
     N_("not a chest X-ray (another body part)"),
+    N_("does not look like a chest X-ray"),
     N_("not a chest X-ray (body part: {part})"),
     N_("patient aged {age} years: this screen is made for children aged 1 to 5"),
     N_("patient aged {age} months: this screen is made for children aged 1 to 5"),

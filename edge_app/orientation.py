@@ -2,13 +2,14 @@
 
 The classify loop calls `orient` after decoding and the cheap image checks, before `prepare`:
 
-    upright, degrees, confident = orient(im)
+    upright, degrees, confident = orient(im, model)
     if not confident: refuse with REASON ("image appears rotated or flipped")
     else: screen `upright`; report `degrees` (0 when the file was upright) as orientation_corrected
 
 The model (edge-xray-orientation-int8.tflite, trained by `edge-xray train-orientation`) sees the image
-through the same preprocessing as the screening model, at its own input size. It is loaded once,
-lazily, and its sha256 is checked through its card. Left-right mirrored scans count as upright: the
+through the same preprocessing as the screening model, at its own input size. `edge_xray.load_model`
+loads it with the screening model (same threads) and checks its sha256 against its card and the
+package's list (edge_xray.trust). Left-right mirrored scans count as upright: the
 side of the heart is never "corrected" (dextrocardia exists). A top-bottom flip looks like a 180
 degree turn of a mirrored scan and is corrected as 180 degrees (see docs/evidence.md for the figures).
 
@@ -82,34 +83,23 @@ class OrientationModel(Model):
         return np.stack([softmax(self.logits(x)) for x in xs]) if len(xs) else np.zeros((0, 4))
 
 
-_default: OrientationModel | None = None
-_default_lock = threading.Lock()
-
-
-def default_model() -> OrientationModel:
-    """The bundled orientation model, loaded (and checked against its card) once."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = OrientationModel()
-        return _default
-
-
 def decide(probs: np.ndarray, confidence: float = CONFIDENCE) -> tuple[int, bool]:
     """(degrees the file is turned clockwise, confident) from the model's 4 probabilities."""
     k = int(np.argmax(probs))
     return ANGLES[k], bool(probs[k] >= confidence)
 
 
-def orient(gray: Image.Image, model: OrientationModel | None = None) -> tuple[Image.Image, int, bool]:
+def orient(gray: Image.Image, model: OrientationModel, x: np.ndarray | None = None) -> tuple[Image.Image, int, bool]:
     """(upright image, degrees corrected, confident) for a decoded 8-bit grayscale scan.
 
-    DEGREES is how far the file was turned clockwise (0, 90, 180 or 270); the returned image is turned
-    back by that much when confident, and is GRAY itself otherwise. When not confident, whatever the
-    model's best guess, the caller refuses the scan with REASON.
+    MODEL: the Screener's (edge_xray.load_model loads and trust-checks it with the screening model).
+    X: GRAY already prepared at the model's size, when the caller has it (the intended-use check
+    shares it). DEGREES is how far the file was turned clockwise (0, 90, 180 or 270); the returned
+    image is turned back by that much when confident, and is GRAY itself otherwise. When not
+    confident, whatever the model's best guess, the caller refuses the scan with REASON.
     """
-    m = model or default_model()
-    degrees, confident = decide(m.probabilities(gray))
+    probs = model.probabilities(gray) if x is None else softmax(model.logits(x))
+    degrees, confident = decide(probs)
     if not confident:
         return gray, degrees, False
     return rotate_back(gray, degrees), degrees, True

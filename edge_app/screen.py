@@ -6,9 +6,13 @@
     print(result.label, result.pneumonia_probability, result.advice)
 
 Every input goes through the same steps: decode once (the file's sha256 from the same bytes), cheap
-image checks, orientation (a scan turned by 90, 180 or 270 degrees is screened upright, or refused
-when the orientation model is unsure), preprocessing, one int8 invocation, the out-of-distribution
-gate on the model's own features, then the calibrated decision. The gate is always on.
+image checks, the intended-use check (a frontal chest X-ray of a young child, or refused as an adult
+film, a lateral view, another body part: edge_xray.intended_use), orientation (a scan turned by 90,
+180 or 270 degrees is screened upright, or refused when the orientation model is unsure; it shares
+the intended-use model's prepared input), preprocessing, one int8 invocation, the
+out-of-distribution gate on the model's own features, then the calibrated decision. The gate and the
+intended-use check are always on. `load_model` loads the three models together, with the same
+threads, and checks each against the package's list of shipped models (edge_xray.trust).
 
 The Screener screens one input (`assess` -> Screened: the row, the gate's feature distance, the heatmap
 overlay as an image when asked); batches of files and folders are edge_xray.batch's (`classify_many`
@@ -26,7 +30,8 @@ from PIL import Image
 from .decision import ADVICE, Calibration
 from .errors import ImageError
 from .gate import Gate
-from .orientation import REASON as ORIENTATION_REASON, orient
+from .intended_use import IntendedUseModel
+from .orientation import REASON as ORIENTATION_REASON, OrientationModel, orient
 from .preprocess import Scan, load_scan, prepare, scan_from_image
 from .runtime import Model
 
@@ -78,10 +83,16 @@ class Screened(NamedTuple):
 
 
 class Screener:
-    """A model, its gate and its operating point, ready to screen files or images."""
+    """A model, its gate and its operating point, with the intended-use and orientation models, ready
+    to screen files or images."""
 
-    def __init__(self, model: Model, site=None, model_verified: bool = False):
+    def __init__(self, model: Model, site=None, model_verified: bool = False,
+                 orientation: OrientationModel | None = None, intended_use: IntendedUseModel | None = None):
+        """ORIENTATION and INTENDED_USE: the auxiliary models (default: the bundled ones, with the
+        screening model's threads; `load_model` also checks them against the package's list)."""
         self.model = model
+        self.orientation = orientation if orientation is not None else OrientationModel(threads=model.threads)
+        self.intended_use = intended_use if intended_use is not None else IntendedUseModel(threads=model.threads)
         self.site = site
         self.model_verified = model_verified
         self.gate = Gate.from_card(model.card)
@@ -99,9 +110,10 @@ class Screener:
         return Screening(path=str(path), status=status, threshold=self.threshold, model_sha256=self.model.sha256,
                          site_sha256=getattr(self.site, "sha256", None), model_verified=self.model_verified, **fields)
 
-    def _refused(self, path, status: str, reason: str, sha256: str | None = None, note: str | None = None) -> Screening:
+    def _refused(self, path, status: str, reason: str, sha256: str | None = None, note: str | None = None,
+                 intended_use: float | None = None) -> Screening:
         return self._row(path, status, error=reason, advice=ADVICE[status].format(reason=reason), input_sha256=sha256,
-                         note=note)
+                         note=note, intended_use=intended_use)
 
     def error_row(self, path, reason: str) -> Screening:
         """The row of an input that could not be screened for REASON (status error)."""
@@ -153,20 +165,26 @@ class Screener:
         reason = self.gate.check_image(scan.image, scan.chroma) or getattr(scan, "refusal", None)
         if reason:
             return Screened(self._refused(path, "rejected", reason, scan.sha256, note))
-        image, degrees, confident = orient(scan.image)
+        small = prepare(scan.image, self.orientation.size)  # one input for both auxiliary models
+        verdict = self.intended_use.check(small if self.intended_use.size == self.orientation.size
+                                          else prepare(scan.image, self.intended_use.size))
+        p_in_use = verdict.p_in_use
+        if verdict.reason:  # a non-X-ray is refused for what the gate finds, when it finds something
+            reason = (self._gate_reason(scan.image) or verdict.reason) if verdict.gate_first else verdict.reason
+            return Screened(self._refused(path, "rejected", reason, scan.sha256, note, p_in_use))
+        image, degrees, confident = orient(scan.image, self.orientation, small)
         if not confident:  # a non-X-ray is refused for what it is; an X-ray in doubt for its orientation
-            x = prepare(scan.image, self.model.size)
-            reason = self.gate.check_features(x, self.model.run(x, features=True)[1]) or ORIENTATION_REASON
-            return Screened(self._refused(path, "rejected", reason, scan.sha256, note))
+            reason = self._gate_reason(scan.image) or ORIENTATION_REASON
+            return Screened(self._refused(path, "rejected", reason, scan.sha256, note, p_in_use))
         x = prepare(image, self.model.size)
         logits, features = self.model.run(x, features=True)
         distance = self.gate.feature_distance(features)
         reason = self.gate.check_features(x, features, distance)
         if reason:
-            return Screened(self._refused(path, "rejected", reason, scan.sha256, note), distance)
+            return Screened(self._refused(path, "rejected", reason, scan.sha256, note, p_in_use), distance)
         decision = self.calibration.decide(logits)
         result = self._row(path, "ok", input_sha256=scan.sha256, orientation_corrected=degrees, note=note,
-                           **decision.fields())
+                           intended_use=p_in_use, **decision.fields())
         overlay = None
         if heatmap and features is not None:
             from .heatmap import draw_overlay
@@ -175,9 +193,17 @@ class Screener:
                                    src_path=None if path == IMAGE_SOURCE else path, degrees=degrees)
         return Screened(result, distance, overlay)
 
+    def _gate_reason(self, gray) -> str | None:
+        """The gate's feature checks on the scan as it is (a refused scan, to word its reason)."""
+        x = prepare(gray, self.model.size)
+        return self.gate.check_features(x, self.model.run(x, features=True)[1])
 
-def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False) -> Screener:
-    """A Screener for MODEL (a .tflite path; None: the bundled model), its card verified.
+
+def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False,
+               orientation_model=None, intended_use_model=None) -> Screener:
+    """A Screener for MODEL (a .tflite path; None: the bundled model), its card verified, with the
+    orientation and intended-use models (ORIENTATION_MODEL, INTENDED_USE_MODEL: paths; None: the
+    bundled ones), all three loaded with THREADS and checked the same way.
 
     SITE: a site file (path) from `edge-xray site calibrate`, whose threshold replaces the card's.
     Raises ModelError (exit code 4 on the command line) for a missing, changed or foreign model, and for
@@ -187,9 +213,11 @@ def load_model(model=None, *, threads: int | None = None, site=None, allow_unver
     from .trust import check_model
 
     m = model if isinstance(model, Model) else Model(model, threads=threads)
-    verified = check_model(m.path, allow_unverified, m.card.file_sha256)
+    orientation = OrientationModel(orientation_model, threads=m.threads)
+    intended_use = IntendedUseModel(intended_use_model, threads=m.threads)
+    verified = all([check_model(n.path, allow_unverified, n.card.file_sha256) for n in (m, orientation, intended_use)])
     if site is not None and not hasattr(site, "threshold"):
         from .site import load_site
 
         site = load_site(site, m)
-    return Screener(m, site=site, model_verified=verified)
+    return Screener(m, site=site, model_verified=verified, orientation=orientation, intended_use=intended_use)

@@ -10,7 +10,10 @@ What it protects against: a swapped or copied-over model file, a foreign model w
 What it does not: someone who can also edit the installed package (this file); a signed release
 (a signature checked against a key held outside the device) is the next step.
 
-Updating: when the bundled model changes, put the new files' sha256 here (`sha256sum
+All three shipped models are checked against this list when `load_model` loads them together: the
+screening model, the orientation model and the intended-use model.
+
+Updating: when a bundled model changes, put the new files' sha256 here (`sha256sum
 edge_app/models/*.tflite`); tests/test_hardening.py checks that this list matches edge_app/models/.
 """
 
@@ -29,6 +32,7 @@ BUNDLED_SHA256 = {
     "edge-xray-int8.tflite": "6eb942e265fde4229d13fbe06273938454ffdd192200905f5ce94dcdf04c59f3",
     "edge-xray-float32.tflite": "16742a59e8ff1e3c15128577254a00f2e732958c6d70bad4fb0d5e1b6dbf4215",
     "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
+    "edge-xray-intended-use-int8.tflite": "18e7c9c6acbf8d6e409dc982cd8e3c44bb9ac1458fdcd7aba5a4f727042c5569",
 }
 TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
 

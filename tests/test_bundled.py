@@ -50,6 +50,8 @@ def test_golden_answers_on_full_resolution_scans(data_dir):
         g = rows[f"{path.split('/')[-2]}/{path.split('/')[-1]}"]
         assert s.status == g["status"] and s.label == g["label"], path
         assert abs(s.pneumonia_probability - g["pneumonia_probability"]) <= 0.01, path
+        if g.get("intended_use") is not None:  # the intended-use check's P(in use), recorded since it ships
+            assert abs(s.intended_use - g["intended_use"]) <= 0.01, path
 
 
 @pytest.mark.slow

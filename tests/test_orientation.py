@@ -128,7 +128,8 @@ def test_bundled_model_recognises_turned_real_scans(data_dir):
 def test_train_orientation_command_refuses_bad_input(tmp_path):
     from edge_xray.cli import cli
 
-    r = CliRunner().invoke(cli, ["train-orientation", str(tmp_path / "missing"), "--out", str(tmp_path / "o.tflite")])
+    r = CliRunner().invoke(cli, ["train-orientation", str(tmp_path / "missing"), "--out", str(tmp_path / "o.tflite"),
+                                 "--run", str(tmp_path / "run")])
     assert r.exit_code == 3 and "not a folder" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["train-orientation", str(tmp_path), "--out", str(tmp_path / "o.h5")])
     assert r.exit_code == 2 and ".tflite" in r.output
@@ -136,12 +137,15 @@ def test_train_orientation_command_refuses_bad_input(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_orientation_training_end_to_end(data_dir, tmp_path):
-    """A real (tiny) run: 32 px, a stratified subset, one float and one QAT epoch, int8 with its card."""
+    """A real (tiny) run: 32 px, a stratified subset, one float and one QAT epoch, to a run folder; then
+    int8 with its card (convert/auxiliary.py)."""
+    from edge_xray.convert.auxiliary import convert_orientation
     from edge_xray.train.orientation import train_orientation
 
     out = tmp_path / "o.tflite"
-    card = train_orientation(data_dir, out, epochs=1, qat_epochs=1, image_size=TINY, limit=40, seed=1,
-                             batch_size=32, quiet=True)
+    run = train_orientation(data_dir, tmp_path / "run", epochs=1, qat_epochs=1, image_size=TINY, limit=40, seed=1,
+                            batch_size=32, quiet=True)
+    card = convert_orientation(run, out)
     assert out.is_file() and out.with_suffix(".json").is_file()
     side = json.loads(out.with_suffix(".json").read_text())
     assert side == json.loads(json.dumps(card)) and side["labels"] == ["0", "90", "180", "270"]

@@ -9,14 +9,14 @@ model judges up and down, never the heart's side.
 
 The split is the main model's: patient_split with the same seed and validation fraction on the same
 224 px images, so the validation figures are on scans of patients the model never saw. Then a float
-phase, a short quantization-aware phase (tensorflow-model-optimization), and full-integer int8
-conversion with a card (edge_xray.card.write_model). The card holds the validation figures of the
-int8 model itself.
+phase and a short quantization-aware phase (tensorflow-model-optimization). Training ends at a run
+folder (qat.h5, calibration.npy, evaluation.npz with the validation views, config.json);
+convert/auxiliary.py makes the full-integer int8 model and its card, with the validation figures of
+the int8 model itself. Nothing here imports convert/.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 import sys
@@ -27,14 +27,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from edge_xray import __version__
-from edge_xray.card import ModelCard
-from edge_xray.convert.convert import CALIBRATION_STEPS
-from edge_xray.errors import EdgeXrayError, InputError, UsageError
-from edge_xray.orientation import ANGLES, CONFIDENCE, MODEL_NAME, OrientationModel, rotate_clockwise
+from edge_xray.errors import InputError, UsageError
+from edge_xray.orientation import ANGLES, CONFIDENCE, MODEL_NAME, rotate_clockwise
 
 from . import augment as aug
 from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
 from .model import ARCHITECTURES, build_model, multiply_adds
+from .rundir import write_json
 from .tfcompat import tf_keras, tfmot
 from .train import package_versions
 
@@ -49,6 +48,7 @@ BATCH_SIZE = 64
 LEARNING_RATE = 3e-3
 QAT_LEARNING_RATE = 2e-4
 LABEL_SMOOTHING = 0.05
+CALIBRATION_VIEWS = 300  # representative views written for the int8 converter
 VAL_FRACTION = 0.15  # and seed 0 by default: the same split as `edge-xray train`
 P_MIRROR = 0.5  # left-right mirrors keep their label: "upright" is about up and down only
 # Mild augmentation: train/augment.py's ranges, with the tone ranges narrowed.
@@ -97,9 +97,10 @@ def views(images: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def build_orientation_model(image_size: int = IMAGE_SIZE, arch: str = ARCH, drop_blocks: int = DROP_BLOCKS):
+def build_orientation_model(image_size: int = IMAGE_SIZE, arch: str = ARCH, drop_blocks: int = DROP_BLOCKS,
+                            classes: int = 4, name: str = "edge_xray_orientation"):
     """train/model.py's network (depthwise blocks, global pooling) without its last DROP_BLOCKS blocks,
-    with a 4-way linear head."""
+    with a CLASSES-way linear head (4 rotations; the intended-use model uses it with its own classes)."""
     _, keras = tf_keras()
     L = keras.layers
     base = build_model(image_size, arch)
@@ -110,8 +111,8 @@ def build_orientation_model(image_size: int = IMAGE_SIZE, arch: str = ARCH, drop
     x = base.get_layer("features" if drop_blocks == 0 else f"b{n - 1 - drop_blocks}_relu").output
     x = L.GlobalAveragePooling2D(name="pool")(x)
     x = L.Dropout(DROPOUT, name="dropout")(x)
-    out = L.Dense(4, name="logits", kernel_regularizer=keras.regularizers.l2(1e-5))(x)
-    return keras.Model(base.input, out, name=f"edge_xray_orientation_{arch}_{image_size}")
+    out = L.Dense(classes, name="logits", kernel_regularizer=keras.regularizers.l2(1e-5))(x)
+    return keras.Model(base.input, out, name=f"{name}_{arch}_{image_size}")
 
 
 def _batches(images, size, batch_size, seed, epoch):
@@ -154,13 +155,6 @@ def _fit(model, images, size, epochs, lr, batch_size, seed, val, quiet, phase, s
     return history
 
 
-def _convert_int8(model, calibration: np.ndarray) -> bytes:
-    """The project's INT8 preset (edge_xray.convert.convert), on the orientation network."""
-    from edge_xray.convert.convert import convert_network
-
-    return convert_network(model, "int8", calibration)
-
-
 def rotation_report(probs: np.ndarray, truth: np.ndarray, confidence: float = CONFIDENCE) -> dict:
     """Per true rotation: recognised (confident and right), refused (not confident), wrong (confident, wrong)."""
     pred, conf = probs.argmax(1), probs.max(1) >= confidence
@@ -174,18 +168,21 @@ def rotation_report(probs: np.ndarray, truth: np.ndarray, confidence: float = CO
     return out
 
 
-def train_orientation(data_dir, out, epochs: int = EPOCHS, seed: int = 0, image_size: int = IMAGE_SIZE,
+def train_orientation(data_dir, run, epochs: int = EPOCHS, seed: int = 0, image_size: int = IMAGE_SIZE,
                       arch: str = ARCH, limit: int | None = None, qat_epochs: int = QAT_EPOCHS,
-                      batch_size: int = BATCH_SIZE, quiet: bool = False) -> dict:
-    """Train, quantize and write OUT (.tflite) with its card (OUT.json beside it); returns the card."""
+                      batch_size: int = BATCH_SIZE, quiet: bool = False) -> Path:
+    """Train and write the run folder RUN (qat.h5, calibration.npy, evaluation.npz, config.json);
+    convert/auxiliary.convert_orientation makes the int8 model and its card from it."""
     t_start = time.time()
-    out = Path(out)
-    if out.suffix != ".tflite":
-        raise UsageError(f"--out must end in .tflite (got {out.name})")
+    run = Path(run)
+    if run.suffix == ".tflite":
+        raise UsageError(f"the run folder must be a folder, not a model file ({run.name})")
+    if run.exists() and any(run.iterdir()):
+        raise UsageError(f"{run}: the run folder exists and is not empty")
     if image_size < 32 or image_size % 32:
-        raise EdgeXrayError(f"image size must be a multiple of 32, at least 32 (got {image_size})")
+        raise UsageError(f"image size must be a multiple of 32, at least 32 (got {image_size})")
     if arch not in ARCHITECTURES:
-        raise EdgeXrayError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
+        raise UsageError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
     items = stratified_limit(scan_folder(data_dir), limit, seed)
     # The split is made on the 224 px images, exactly as `edge-xray train` makes it.
     items, images, skipped = load_images(items, SOURCE_SIZE)
@@ -213,70 +210,46 @@ def train_orientation(data_dir, out, epochs: int = EPOCHS, seed: int = 0, image_
                     "qat", start_epoch=epochs)
 
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(tr), min(CALIBRATION_STEPS, len(tr)), replace=False)
+    pick = rng.choice(len(tr), min(CALIBRATION_VIEWS, len(tr)), replace=False)
     cal = np.stack([view(images[tr[i]], int(rng.integers(4)), image_size) for i in pick])[..., None]
-    flatbuffer = _convert_int8(qat, cal)
-    net = OrientationModel(flatbuffer=flatbuffer)
-    left = [d["name"] for d in net.interpreter.get_tensor_details() if d["dtype"] == np.float32]
-    if left:
-        raise EdgeXrayError(f"conversion left {len(left)} float tensors (e.g. {left[0]}): not fully integer")
-    probs = net.probabilities_batch(val[0][..., 0])
-    report = rotation_report(probs, val[1])
-    mirrored = np.stack([view(np.ascontiguousarray(a[:, ::-1]), 0, image_size) for a in images[va]])
-    mirror_upright = float((net.probabilities_batch(mirrored).argmax(1) == 0).mean()) if len(va) else None
-    _log(quiet, "int8 on validation: " + "  ".join(
-        f"{a}: {report[str(a)]['recognised']:.4f} (refused {report[str(a)]['refused']}, wrong "
-        f"{report[str(a)]['wrong']})" for a in ANGLES) + f"  mirrored kept upright: {mirror_upright:.4f}")
-
-    from edge_xray.convert.convert import PREPROCESSING, _tensor_spec
-
-    card = {
+    mirrored = (np.stack([view(np.ascontiguousarray(a[:, ::-1]), 0, image_size) for a in images[va]])
+                if len(va) else np.zeros((0, image_size, image_size), np.float32))
+    run.mkdir(parents=True, exist_ok=True)
+    qat.save(str(run / "qat.h5"), include_optimizer=False)
+    np.save(run / "calibration.npy", cal.astype(np.float32))
+    np.savez_compressed(run / "evaluation.npz", validation=val[0], validation_labels=val[1], mirrored=mirrored)
+    config = {
         "name": MODEL_NAME,
         "version": __version__,
-        "format": "tflite-int8",
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "labels": [str(a) for a in ANGLES],
-        "label_meaning": "degrees the file is turned clockwise from upright; turn it back counter-clockwise",
-        "input": dict(_tensor_spec(net.input), range=[0.0, 1.0], preprocessing=PREPROCESSING),
-        "outputs": {"logits": _tensor_spec(net.outputs["logits"])},
-        "confidence_threshold": CONFIDENCE,  # edge_xray.orientation.CONFIDENCE when trained
-        "intended_use": "Tells whether a chest X-ray file is turned by 90, 180 or 270 degrees, before screening. "
-                        "Left-right mirrored scans count as upright.",
-        "metrics": {
-            "data": "the main model's patient-level validation split (patient_split, seed "
-                    f"{seed}, fraction {VAL_FRACTION}), each scan at the four rotations; the int8 model",
-            "val": report,
-            "mirrored_kept_upright": None if mirror_upright is None else round(mirror_upright, 4),
-        },
-        "training": {
-            "data": {"dir": Path(data_dir).name, "images": len(items), "train": int(len(tr)), "val": int(len(va)),
-                     "file_list_sha256": file_list_hash(items), "skipped": len(skipped)},
-            "recipe": {"image_size": image_size, "arch": arch, "drop_blocks": DROP_BLOCKS, "dropout": DROPOUT,
-                       "bn_momentum": BN_MOMENTUM,
-                       "head": "4-way linear", "epochs": epochs,
-                       "qat_epochs": qat_epochs, "batch_size": batch_size, "learning_rate": LEARNING_RATE,
-                       "qat_learning_rate": QAT_LEARNING_RATE, "label_smoothing": LABEL_SMOOTHING,
-                       "seed": seed, "limit": limit, "val_fraction": VAL_FRACTION,
-                       "labels": "self-supervised: each training scan turned by 0, 90, 180 and 270 degrees "
-                                 "before preprocessing",
-                       "augmentation": {"ROTATION_DEG": ROTATION_DEG, "ZOOM": ZOOM, "ASPECT": ASPECT, "SHIFT": SHIFT,
-                                        "P_MIRROR": P_MIRROR, "P_BLUR": aug.P_BLUR, "BLUR_RADIUS": aug.BLUR_RADIUS,
-                                        "P_RESAMPLE": aug.P_RESAMPLE, "RESAMPLE_FACTOR": aug.RESAMPLE_FACTOR,
-                                        "P_NOISE": aug.P_NOISE, "NOISE_SIGMA": aug.NOISE_SIGMA, "GAMMA": GAMMA,
-                                        "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL},
-                       "calibration_steps": int(len(cal))},
-            "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
-                      "input": [image_size, image_size, 1]},
-            "history": history,
-            "versions": package_versions(),
-            "command": (f"edge-xray train-orientation DATA_DIR --out {out.name} --epochs {epochs} --seed {seed}"
-                        + (f" (image size {image_size}, limit {limit})" if image_size != IMAGE_SIZE or limit else "")),
-            "wall_seconds": round(time.time() - t_start, 1),
-        },
+        "split": {"seed": seed, "val_fraction": VAL_FRACTION},
+        "data": {"dir": Path(data_dir).name, "images": len(items), "train": int(len(tr)), "val": int(len(va)),
+                 "file_list_sha256": file_list_hash(items), "skipped": len(skipped)},
+        "recipe": {"image_size": image_size, "arch": arch, "drop_blocks": DROP_BLOCKS, "dropout": DROPOUT,
+                   "bn_momentum": BN_MOMENTUM,
+                   "head": "4-way linear", "epochs": epochs,
+                   "qat_epochs": qat_epochs, "batch_size": batch_size, "learning_rate": LEARNING_RATE,
+                   "qat_learning_rate": QAT_LEARNING_RATE, "label_smoothing": LABEL_SMOOTHING,
+                   "seed": seed, "limit": limit, "val_fraction": VAL_FRACTION,
+                   "labels": "self-supervised: each training scan turned by 0, 90, 180 and 270 degrees "
+                             "before preprocessing",
+                   "augmentation": {"ROTATION_DEG": ROTATION_DEG, "ZOOM": ZOOM, "ASPECT": ASPECT, "SHIFT": SHIFT,
+                                    "P_MIRROR": P_MIRROR, "P_BLUR": aug.P_BLUR, "BLUR_RADIUS": aug.BLUR_RADIUS,
+                                    "P_RESAMPLE": aug.P_RESAMPLE, "RESAMPLE_FACTOR": aug.RESAMPLE_FACTOR,
+                                    "P_NOISE": aug.P_NOISE, "NOISE_SIGMA": aug.NOISE_SIGMA, "GAMMA": GAMMA,
+                                    "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL},
+                   "calibration_steps": int(len(cal))},
+        "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
+                  "input": [image_size, image_size, 1]},
+        "history": history,
+        "versions": package_versions(),
+        "command": (f"edge-xray train-orientation DATA_DIR --out MODEL.tflite --epochs {epochs} --seed {seed}"
+                    + (f" (image size {image_size}, limit {limit})" if image_size != IMAGE_SIZE or limit else "")),
+        "wall_seconds": round(time.time() - t_start, 1),
     }
-    side = ModelCard.write(out, flatbuffer, card).to_dict()
-    _log(quiet, f"{out}: {side['size_bytes'] / 1024:.1f} KB, sha256 {side['sha256']}")
-    return side
+    write_json(run / "config.json", config)
+    _log(quiet, f"{run}: run folder written ({config['wall_seconds']:.0f}s)")
+    return run
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,167 @@
+"""Intended-use figures: refusals of held-out real negatives by kind, false refusals of real child
+scans, the check's cost per scan and its file size.
+
+    python benchmarks/intended_use.py --data TRAIN_DIR --negatives INTENDED_USE_DIR [--fullres FULLRES_DIR]
+                                      [--intended-use-model FILE] [--json]
+
+Every input goes through the whole screen (edge_xray.load_model: cheap checks, intended-use check,
+orientation, gate), and the intended-use check alone is counted beside it:
+- held-out negatives (train/intended_use.is_held_out: patients the model never learnt from) of each
+  kind (adult frontal, lateral, other body part), and calibration/negatives.py's held-out non-X-rays;
+  also the negatives it learnt from (for reference only);
+- the screening model's patient-level validation scans (split seed 1, fraction 0.15: the bundled
+  model's), and the full-resolution scans (training images: a false-refusal check only);
+- the intended-use refusal reasons given;
+- cost on full-resolution scans as the screen decodes them: the median time the check adds (its
+  invocation, plus its own preparation unless its input size is the orientation model's, whose
+  prepared input it then shares), and the model file's size.
+Prints one line per figure; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import edge_xray
+from edge_xray.intended_use import REASONS
+from edge_xray.inputs import list_images
+from edge_xray.preprocess import load_image, prepare
+from edge_xray.train.intended_use import NEGATIVE_KINDS, generated_negatives, negative_files
+
+INTENDED_USE_REASONS = set(REASONS.values())
+
+
+def screen_all(screener, sources) -> list:
+    return [screener.classify(s) for s in sources]
+
+
+def tally(rows, threshold) -> dict:
+    n = len(rows)
+    refused = [r for r in rows if r.status != "ok"]
+    by_check = [r for r in rows if r.intended_use is not None and r.intended_use < threshold]
+    return {"n": n, "screened": n - len(refused), "refused": len(refused), "refused_by_check": len(by_check),
+            "reasons": dict(Counter(r.error for r in refused))}
+
+
+AGE_BANDS = ((18, 30), (30, 45), (45, 60), (60, 120))
+
+
+def ages(neg_dir) -> dict:
+    """File name -> age in years, from the negatives' labels.csv (where stated)."""
+    out = {}
+    with open(Path(neg_dir) / "labels.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                out[Path(row["file"]).name] = float(row.get("age") or "")
+            except ValueError:
+                pass
+    return out
+
+
+def by_age(rows, age_of) -> dict:
+    """Adult films refused by the whole screen, per age band (a hint of how the check treats age)."""
+    out = {}
+    for lo, hi in AGE_BANDS:
+        r = [s for s in rows if lo <= age_of.get(Path(s.path).name, -1) < hi]
+        out[f"{lo}-{hi}"] = {"n": len(r), "refused": sum(s.status != "ok" for s in r),
+                             "median_p_in_use": round(float(np.median([s.intended_use for s in r if s.intended_use is not None] or [np.nan])), 4)}
+    return out
+
+
+def validation_paths(data_dir):
+    from edge_xray.train.data import SOURCE_SIZE, load_images, patient_split, scan_folder
+
+    items, images, _ = load_images(scan_folder(data_dir), SOURCE_SIZE)
+    _, va, _ = patient_split(items, images, 0.15, 1)
+    return [items[i].path for i in va]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="Kermany-layout training folder (for the validation split)")
+    ap.add_argument("--negatives", required=True, help="intended_use folder (adult_frontal/, lateral/, other_body/)")
+    ap.add_argument("--fullres", default=None, help="full-resolution scans")
+    ap.add_argument("--intended-use-model", default=None, help="default: the bundled one")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    screener = edge_xray.load_model(intended_use_model=args.intended_use_model,
+                                    allow_unverified=args.intended_use_model is not None)
+    iu = screener.intended_use
+    t = iu.threshold
+    report = {"intended_use_model": iu.path.name, "sha256": iu.sha256, "threshold": t,
+              "size_bytes": iu.path.stat().st_size}
+    print(f"intended-use model {iu.path.name}: {report['size_bytes'] / 1024:.1f} KB, threshold {t:.4g}")
+
+    negs = negative_files(args.negatives)
+    age_of, adults = ages(args.negatives), []
+    for part in ("held_out", "learnt_from"):
+        print(f"-- {part.replace('_', ' ')} negatives (whole screen; refused by the check itself)")
+        for kind in NEGATIVE_KINDS:
+            paths = [n.path for n in negs if n.kind == kind and n.held_out == (part == "held_out")]
+            rows = screen_all(screener, paths)
+            adults += rows if kind == "adult_frontal" else []
+            r = tally(rows, t)
+            report[f"{part}/{kind}"] = r
+            print(f"{kind:14s} screened {r['screened']}/{r['n']}  refused {r['refused']} (by the check {r['refused_by_check']})"
+                  f"  reasons {r['reasons']}")
+        gen = [im for _, im in generated_negatives("held-out" if part == "held_out" else "fit")]
+        r = tally(screen_all(screener, gen), t)
+        report[f"{part}/not_xray_generated"] = r
+        print(f"{'not_xray':14s} screened {r['screened']}/{r['n']}  refused {r['refused']} (by the check "
+              f"{r['refused_by_check']}); intended-use reasons given: "
+              f"{sum(v for k, v in r['reasons'].items() if k in INTENDED_USE_REASONS)}")
+
+    report["adult_by_age"] = by_age(adults, age_of)
+    print("adult frontal films (held out and learnt from) refused by age: " + ", ".join(
+        f"{k}: {v['refused']}/{v['n']} (median P(in use) {v['median_p_in_use']})" for k, v in report["adult_by_age"].items()))
+    print("-- real child scans (false refusals)")
+    val_rows = screen_all(screener, validation_paths(args.data))
+    r = tally(val_rows, t)
+    report["validation"] = r
+    print(f"validation: refused {r['refused']}/{r['n']} (by the check {r['refused_by_check']})  reasons {r['reasons']}")
+    p = np.array([row.intended_use for row in val_rows if row.intended_use is not None])
+    report["validation_p_min"] = round(float(p.min()), 4)
+    print(f"validation P(in use): min {p.min():.4f}, 1st percentile {np.quantile(p, 0.01):.4f}, median {np.median(p):.4f}")
+    if args.fullres:
+        paths = list_images([args.fullres])
+        r = tally(screen_all(screener, paths), t)
+        report["fullres"] = r
+        print(f"full resolution: refused {r['refused']}/{r['n']} (by the check {r['refused_by_check']})  reasons {r['reasons']}")
+        prep, inv = [], []
+        for path in paths:
+            im = load_image(path, screener.model.size)  # decoded as the screen decodes it
+            t0 = time.perf_counter()
+            x = prepare(im, iu.size)
+            prep.append(time.perf_counter() - t0)
+            inv.append(_best(iu, x))
+        shared = iu.size == screener.orientation.size  # then its input is the orientation model's, prepared once
+        added = np.array(inv) + (0.0 if shared else np.array(prep))
+        report["invoke_ms_p50"] = round(1000 * float(np.median(inv)), 3)
+        report["prepare_ms_p50"] = round(1000 * float(np.median(prep)), 3)
+        report["added_ms_p50"] = round(1000 * float(np.median(added)), 3)
+        print(f"cost per full-resolution scan: added p50 {report['added_ms_p50']:.3f} ms (invocation p50 "
+              f"{report['invoke_ms_p50']:.3f} ms; its {iu.size} px preparation p50 {report['prepare_ms_p50']:.3f} ms, "
+              + ("shared with the orientation model, not added)" if shared else "added)"))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+
+
+def _best(iu, x, repeat: int = 5) -> float:
+    """The fastest of REPEAT runs of the check on X (seconds): the machine is shared."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        iu.check(x)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The intended-use check: its decision and reasons, its place in the screen, the one road that loads
+and trust-checks the three models, the negatives' split, the augmentation, and (slow) the bundled
+model on real radiographs and a tiny training run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, FULLRES, ROOT, xray_like
+from edge_xray.errors import InputError, ModelError
+from edge_xray.intended_use import (ADULT_REASON, DEFAULT_INTENDED_USE_MODEL, LABELS, LATERAL_REASON,
+                                    NOT_XRAY_REASON, OTHER_BODY_REASON, IntendedUseModel, Verdict, decide)
+
+NEGATIVES = Path(os.environ.get("EDGE_XRAY_INTENDED_USE_DATA", DATA.parent / "intended_use"))
+
+
+def probs(k, p_in_use=0.02):
+    """Probabilities with P(in use) = P_IN_USE and the rest mostly on class K."""
+    p = np.full(len(LABELS), 0.0)
+    p[0] = p_in_use
+    rest = 1.0 - p_in_use
+    for j in range(1, len(LABELS)):
+        p[j] = rest * (0.9 if j == k else 0.1 / (len(LABELS) - 2))
+    return p
+
+
+def test_reasons_are_the_ones_health_workers_are_told():
+    assert LATERAL_REASON == "lateral view: screen a frontal (front-to-back) chest X-ray"
+    assert ADULT_REASON == "looks like an adult chest X-ray: this screen is made for children aged 1 to 5"
+    assert OTHER_BODY_REASON == "not a chest X-ray (another body part)"
+    assert "rotated" not in " ".join([LATERAL_REASON, ADULT_REASON, OTHER_BODY_REASON, NOT_XRAY_REASON])
+
+
+@pytest.mark.parametrize("k,reason", [(1, ADULT_REASON), (2, LATERAL_REASON), (3, OTHER_BODY_REASON)])
+def test_decide_refuses_below_the_threshold_for_the_most_likely_kind(k, reason):
+    v = decide(probs(k, 0.02), threshold=0.05)
+    assert v == Verdict(0.02, LABELS[k], reason, k == 3)  # not a chest: the gate may word it
+    assert decide(probs(k, 0.06), threshold=0.05).reason is None  # at or above: in use
+    assert decide(probs(k, 0.05), threshold=0.05).reason is None
+
+
+def test_a_non_xray_verdict_lets_the_gate_word_it_and_p_is_rounded():
+    v = decide(probs(4, 0.0123456), threshold=0.05)
+    assert v.reason == NOT_XRAY_REASON and v.gate_first and v.p_in_use == 0.0123
+
+
+class FixedCheck:
+    """Stands in for the intended-use model: always the same probabilities."""
+
+    size = 64
+
+    def __init__(self, p, threshold=0.05):
+        self.p, self.threshold, self.seen = np.asarray(p), threshold, []
+
+    def check(self, x):
+        self.seen.append(x.shape)
+        return decide(self.p, self.threshold)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    if not DEFAULT_INTENDED_USE_MODEL.exists():
+        pytest.skip("no bundled intended-use model")
+    import edge_xray
+
+    return edge_xray.load_model()
+
+
+def test_screen_refuses_with_the_check_reason_and_reports_its_score(bundled, tmp_path):
+    from edge_xray.screen import Screener
+
+    p = tmp_path / "scan.png"
+    Image.fromarray(xray_like()).save(p)
+    assert bundled._gate_reason(Image.open(p).convert("L")) is None  # the gate has nothing to say of it
+    for k, reason in [(1, ADULT_REASON), (2, LATERAL_REASON), (3, OTHER_BODY_REASON), (4, NOT_XRAY_REASON)]:
+        check = FixedCheck(probs(k, 0.01))
+        s = Screener(bundled.model, orientation=bundled.orientation, intended_use=check).classify(p)
+        assert (s.status, s.error, s.intended_use, s.label) == ("rejected", reason, 0.01, None)
+        assert check.seen == [(64, 64)]  # the shared 64 px input
+    s = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(1, 0.9))).classify(p)
+    assert s.intended_use == 0.9 and s.error != ADULT_REASON  # in use: whatever comes next decides
+
+
+def test_a_non_chest_the_gate_refuses_keeps_the_gate_reason(bundled):
+    """A generated non-X-ray the check calls "another body part" or "not an X-ray": the gate's words."""
+    from edge_xray.calibration.negatives import negatives
+    from edge_xray.screen import Screener
+
+    name, _, im = next(negatives("fit", kinds=("document",)))
+    gate = bundled._gate_reason(im)
+    assert gate is not None
+    for k in (3, 4):
+        s = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(k, 0.01))).classify(im)
+        assert (s.status, s.error, s.intended_use) == ("rejected", gate, 0.01)
+    s = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(1, 0.01))).classify(im)
+    assert s.error == ADULT_REASON  # adult and lateral films always get the check's words
+
+
+def test_a_blank_image_never_reaches_the_check(bundled):
+    from edge_xray.screen import Screener
+
+    check = FixedCheck(probs(1, 0.01))
+    s = Screener(bundled.model, orientation=bundled.orientation, intended_use=check).classify(Image.new("L", (300, 300), 128))
+    assert s.status == "rejected" and "blank" in s.error and s.intended_use is None and check.seen == []
+
+
+def test_load_model_loads_three_models_with_the_same_threads(bundled):
+    import edge_xray
+
+    s = edge_xray.load_model(threads=1)
+    assert s.model.threads == s.orientation.threads == s.intended_use.threads == 1
+    assert s.model_verified and s.intended_use.card.name == "edge-xray-intended-use"
+
+
+def test_a_changed_auxiliary_model_is_refused_unless_allowed(bundled, tmp_path):
+    import edge_xray
+    from edge_xray.card import ModelCard, read_model
+
+    flatbuffer, card = read_model(DEFAULT_INTENDED_USE_MODEL)
+    card = {k: v for k, v in card.items() if k not in ("sha256", "size_bytes")}
+    card["refusal_threshold"] = 0.0001  # a foreign card on the real network: not a shipped file
+    ModelCard.write(tmp_path / "iu.tflite", flatbuffer, card)
+    with pytest.raises(ModelError, match="not a model shipped"):
+        edge_xray.load_model(intended_use_model=tmp_path / "iu.tflite")
+    s = edge_xray.load_model(intended_use_model=tmp_path / "iu.tflite", allow_unverified=True)
+    assert s.model_verified is False and s.intended_use.threshold == 0.0001
+    orientation_path = ROOT / "edge_app" / "models" / "edge-xray-orientation-int8.tflite"
+    with pytest.raises(ModelError, match="not an intended-use model"):
+        IntendedUseModel(orientation_path)
+
+
+def test_the_bundled_model_has_its_card_and_is_trusted(bundled):
+    from edge_xray.trust import BUNDLED_SHA256
+
+    m = bundled.intended_use
+    assert m.card.labels == LABELS and 0.0 < m.threshold < 0.5 and m.size == bundled.orientation.size
+    assert BUNDLED_SHA256[DEFAULT_INTENDED_USE_MODEL.name] == m.card.file_sha256
+    assert DEFAULT_INTENDED_USE_MODEL.stat().st_size < 150 * 1024
+    assert m.card["metrics"]["validation"]["upright"]["refused"] == 0
+
+
+# --- training pieces (no TensorFlow) ------------------------------------------------------------
+def _negatives_folder(root: Path, n=4) -> Path:
+    rows = []
+    for kind in ("adult_frontal", "lateral", "other_body"):
+        (root / kind).mkdir(parents=True)
+        for i in range(n):
+            name = f"{kind[:3]}{i}.png"
+            Image.fromarray(xray_like((200 + 10 * i, 220), seed=i)).save(root / kind / name)
+            rows.append({"file": f"{kind}/{name}", "patientid": "" if kind == "other_body" else str(i // 2)})
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["file", "patientid"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_negatives_are_split_by_patient(tmp_path):
+    from edge_xray.train.intended_use import is_held_out, negative_files
+
+    negs = negative_files(_negatives_folder(tmp_path / "neg"))
+    assert len(negs) == 12 and {n.label for n in negs} == {1, 2, 3}
+    by_patient = {}
+    for n in negs:
+        by_patient.setdefault((n.kind, n.patient), set()).add(n.held_out)
+    assert all(len(v) == 1 for v in by_patient.values())  # a patient is on one side only
+    assert [n.patient for n in negs if n.kind == "other_body"][0].startswith("file:")
+    share = np.mean([is_held_out("adult_frontal", str(i)) for i in range(2000)])
+    assert 0.25 < share < 0.35
+    with pytest.raises(InputError, match="expected sub-folders"):
+        negative_files(tmp_path)
+
+
+def test_views_of_every_class_are_augmented_alike():
+    from edge_xray.train.intended_use import IMAGE_SIZE, annotate, border, view
+
+    a = np.asarray(Image.fromarray(xray_like()).resize((2 * IMAGE_SIZE, 2 * IMAGE_SIZE)))
+    rng = np.random.default_rng(0)
+    xs = np.stack([view(a, rng=rng) for _ in range(20)])
+    assert xs.shape == (20, IMAGE_SIZE, IMAGE_SIZE) and 0.0 <= xs.min() and xs.max() <= 1.0
+    assert len({x.tobytes() for x in xs}) == 20  # every view differs
+    im = Image.fromarray(a)
+    assert annotate(im, np.random.default_rng(1)).size == im.size and border(im, np.random.default_rng(2)).size == im.size
+    assert not np.array_equal(np.asarray(annotate(im, np.random.default_rng(1))), a)
+
+
+# --- slow: the bundled model on real radiographs, and a tiny training run --------------------------
+@pytest.mark.slow
+def test_bundled_check_refuses_held_out_negatives_and_keeps_full_resolution_scans(bundled):
+    """Held-out real negatives (patients the model never learnt from): every lateral and hand refused,
+    laterals for being lateral; adult films refused more often than by the screen without the check
+    (at least 40 %: the figure is in docs/intended-use.md); no full-resolution child scan refused."""
+    from edge_xray.preprocess import list_images
+    from edge_xray.screen import Screener
+    from edge_xray.train.intended_use import negative_files
+
+    if not NEGATIVES.is_dir() or not FULLRES.is_dir():
+        pytest.skip("no intended_use or fullres data")
+    without = Screener(bundled.model, orientation=bundled.orientation, intended_use=FixedCheck(probs(1, 1.0)))
+    held = [n for n in negative_files(NEGATIVES) if n.held_out]
+    for kind in ("adult_frontal", "lateral", "other_body"):
+        paths = [n.path for n in held if n.kind == kind]
+        rows = [bundled.classify(p) for p in paths]
+        refused = sum(s.status == "rejected" for s in rows)
+        assert all(s.intended_use is not None for s in rows)
+        if kind == "adult_frontal":
+            assert refused >= 0.4 * len(rows) and refused > sum(without.classify(p).status == "rejected" for p in paths)
+        else:
+            assert refused == len(rows), (kind, [s.error for s in rows])
+        if kind == "lateral":
+            assert {s.error for s in rows} == {LATERAL_REASON}
+    rows = [bundled.classify(p) for p in list_images([FULLRES])]
+    assert len(rows) == 80 and all(s.status == "ok" and s.intended_use >= bundled.intended_use.threshold for s in rows)
+
+
+@pytest.mark.slow
+def test_tiny_intended_use_training_end_to_end(tmp_path):
+    """A real (tiny) run through the command: train to a run folder, convert to int8 with a card."""
+    from click.testing import CliRunner
+
+    from edge_xray.cli import cli
+
+    if not (DATA / "train").is_dir():
+        pytest.skip("no training data")
+    neg = _negatives_folder(tmp_path / "neg")
+    out = tmp_path / "iu.tflite"
+    r = CliRunner().invoke(cli, ["train-intended-use", str(DATA / "train"), "--negatives", str(neg), "--out", str(out),
+                                 "--run", str(tmp_path / "run"), "--epochs", "1", "--views", "128", "--limit", "40",
+                                 "--fullres", str(tmp_path / "neg" / "lateral")])
+    assert r.exit_code == 0, r.output
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["labels"] == list(LABELS) and side["input"]["shape"] == [1, 64, 64, 1]
+    assert 0.0 < side["refusal_threshold"] <= 0.5 and "refused" in side["metrics"]["fullres"]
+    m = IntendedUseModel(out)
+    assert m.check(np.zeros((64, 64), np.float32)).p_in_use >= 0.0
+    r = CliRunner().invoke(cli, ["train-intended-use", str(DATA / "train"), "--negatives", str(neg), "--out",
+                                 str(tmp_path / "x.tflite"), "--run", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "not empty" in r.output

@@ -1,0 +1,446 @@
+"""`edge-xray train-intended-use`: a tiny network that tells a frontal chest X-ray of a young child
+(what the screen is made for) from an adult chest X-ray, a lateral view, another body part and a
+non-X-ray. It ends at a run folder; convert/auxiliary.py makes the int8 model and its card.
+
+Classes (edge_xray.intended_use.LABELS): 0 the intended use, 1 adult frontal chest, 2 lateral chest,
+3 another body part, 4 not an X-ray.
+
+Data:
+- Positives: a Kermany-layout folder (NORMAL/, PNEUMONIA/), split by patient exactly as the bundled
+  screening model was (train/data.patient_split, split seed SPLIT_SEED, fraction VAL_FRACTION): the
+  validation patients are unseen by both models, and only the training part is learnt from.
+- Real negatives: a folder with adult_frontal/, lateral/ and other_body/ and a labels.csv (file,
+  ..., patientid, ...). Each kind is split by patient id (a file without one is its own patient):
+  a patient is held out when crc32("kind/patient") falls in the last HELD_OUT_FRACTION of the range,
+  so the split does not depend on the order or number of files. The held-out part is never learnt from.
+- Generated non-X-rays: calibration/negatives.py's development ("fit") instances; its held-out
+  instances are kept for the report.
+
+Every view is augmented, whatever its class, with the same pieces, so that none of them is a
+shortcut to a class: a quarter turn (0, 90, 180, 270 degrees: a turned child scan is still in use,
+the orientation model turns it back afterwards), a mirror, small rotations, zoom, aspect, crops,
+pasted text, letters, arrows and borders (adult figures from journals carry them; the child scans do
+not), tone, noise, blur, JPEG and resolution changes. Each batch holds as many negatives as positives
+(KIND_SHARES among the negative kinds). Images go through edge_xray.preprocess.prepare at IMAGE_SIZE,
+the orientation model's size, so that the device prepares one input for both models.
+
+The run folder (RUN) holds: qat.h5 (the quantization-aware Keras model), calibration.npy (prepared
+training views for the int8 converter), evaluation.npz (prepared inputs of the validation scans, the
+full-resolution scans, every held-out negative and its kind), config.json (everything the card
+records: data, recipe, history, versions, command). Only numpy, Pillow and TensorFlow are used; no
+import of convert/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from edge_xray import __version__
+from edge_xray.errors import InputError, UsageError
+from edge_xray.intended_use import LABELS, MODEL_NAME
+
+from . import augment as aug
+from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
+from .rundir import write_json
+
+IMAGE_SIZE = 64  # px: the orientation model's input size, so one prepared input serves both models
+ARCH = "xs"
+DROP_BLOCKS = 0  # the whole "xs" structure (the orientation model drops one block): 39 k parameters, ~75 KB int8
+EPOCHS = 14
+QAT_EPOCHS = 2
+VIEWS_PER_EPOCH = 4096  # half positives, half negatives
+BATCH_SIZE = 64
+LEARNING_RATE = 3e-3
+QAT_LEARNING_RATE = 2e-4
+LABEL_SMOOTHING = 0.05
+SPLIT_SEED = 1  # the bundled screening model's split: its validation patients stay unseen here too
+VAL_FRACTION = 0.15
+HELD_OUT_FRACTION = 0.3  # of each real negative kind's patients
+NEGATIVE_KINDS = ("adult_frontal", "lateral", "other_body")  # folders of the negatives, classes 1, 2, 3
+NOT_XRAY = 4  # class of the generated non-X-rays
+KIND_SHARES = {1: 0.35, 2: 0.25, 3: 0.25, NOT_XRAY: 0.15}  # of the negatives in a batch
+CALIBRATION_VIEWS = 300
+# Augmentation (all classes alike)
+P_MIRROR = 0.5
+ROTATION_DEG = 10.0
+ZOOM = (0.85, 1.2)
+ASPECT = (0.75, 1.33)
+SHIFT = 0.08
+P_CROP, CROP = 0.3, (0.7, 1.0)  # keep this fraction of each side (negatives)
+P_CROP_POSITIVE = 0.3  # child scans (tight crops of a child's film look like an adult's film)
+P_ANNOTATE = 0.4  # text, letters, arrows
+P_BORDER = 0.25
+P_JPEG, JPEG_QUALITY = 0.3, (20, 90)
+GAMMA = (0.7, 1.45)
+CONTRAST = (0.75, 1.25)
+BLACK_LEVEL = (0, 30)
+
+
+def _log(quiet, msg):
+    if not quiet:
+        print(msg, flush=True)
+
+
+@dataclass
+class Negative:
+    path: Path
+    label: int  # 1, 2 or 3
+    kind: str  # folder name
+    patient: str
+    held_out: bool
+
+
+def is_held_out(kind: str, patient: str, fraction: float = HELD_OUT_FRACTION) -> bool:
+    """Held-out patients of a negative kind: by a hash of kind and patient id (order-free)."""
+    return zlib.crc32(f"{kind}/{patient}".encode()) % 1000 >= round(1000 * (1 - fraction))
+
+
+def negative_files(neg_dir) -> list[Negative]:
+    """The real negatives of NEG_DIR (adult_frontal/, lateral/, other_body/, labels.csv), each with its
+    kind, patient id and part. Raises InputError for a wrong layout."""
+    root = Path(neg_dir)
+    if not root.is_dir():
+        raise InputError(f"{neg_dir}: not a folder")
+    missing = [k for k in NEGATIVE_KINDS if not (root / k).is_dir()]
+    if missing:
+        raise InputError(f"{neg_dir}: expected sub-folders {', '.join(k + '/' for k in NEGATIVE_KINDS)} "
+                         f"(missing: {', '.join(missing)})")
+    patients = {}
+    labels_csv = root / "labels.csv"
+    if labels_csv.exists():
+        with open(labels_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("file") and (row.get("patientid") or "").strip():
+                    patients[row["file"]] = row["patientid"].strip()
+    out = []
+    for label, kind in enumerate(NEGATIVE_KINDS, start=1):
+        for p in sorted((root / kind).iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm",
+                                                                                   ".tif", ".tiff", ".bmp"):
+                patient = patients.get(f"{kind}/{p.name}", "file:" + p.name)
+                out.append(Negative(p, label, kind, patient, is_held_out(kind, patient)))
+    if not out:
+        raise InputError(f"{neg_dir}: no images in {', '.join(NEGATIVE_KINDS)}")
+    return out
+
+
+def generated_negatives(part: str) -> list[tuple[str, Image.Image]]:
+    """(name, grey image) of calibration/negatives.py's generators, PART "fit" or "held-out"."""
+    from edge_xray.calibration.negatives import negatives
+
+    return [(name, im) for name, _, im in negatives(part)]
+
+
+def squash(im: Image.Image, side: int) -> np.ndarray:
+    """A grey image as a SIDE x SIDE uint8 array (aspect not kept, as the training scans were made)."""
+    if im.size != (side, side):
+        im = im.resize((side, side), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(im, np.uint8)
+
+
+# --- augmentation -------------------------------------------------------------------------------
+def _font(size: int):
+    from edge_xray.heatmap import font
+
+    return font(size)
+
+
+def annotate(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Paste what journal figures and clinic exports carry: text, side letters, arrows."""
+    im = im.copy()
+    d = ImageDraw.Draw(im)
+    w, h = im.size
+    for _ in range(int(rng.integers(1, 4))):
+        what = rng.integers(3)
+        fill = int(rng.choice([0, 255, rng.integers(0, 256)]))
+        if what == 0:  # a word or a code
+            n = int(rng.integers(1, 9))
+            text = "".join(rng.choice(list("ABCDEFGHIJKLMNOPRSTUVWXYZ0123456789 -:/"), n))
+            d.text((int(rng.integers(0, w * 3 // 4)), int(rng.integers(0, h - 8))), text, fill=fill,
+                   font=_font(int(rng.integers(max(6, h // 20), max(8, h // 7)))))
+        elif what == 1:  # a side letter in a corner
+            x = int(rng.choice([rng.integers(0, w // 6), rng.integers(w * 3 // 4, w - 8)]))
+            y = int(rng.choice([rng.integers(0, h // 6), rng.integers(h * 3 // 4, h - 8)]))
+            d.text((x, y), str(rng.choice(list("RLAPB"))), fill=fill, font=_font(int(rng.integers(max(6, h // 16), max(8, h // 6)))))
+        else:  # an arrow
+            x0, y0 = rng.integers(0, w), rng.integers(0, h)
+            ang = rng.uniform(0, 2 * math.pi)
+            ln = rng.uniform(0.08, 0.25) * w
+            x1, y1 = x0 + ln * math.cos(ang), y0 + ln * math.sin(ang)
+            width = max(1, int(rng.integers(1, max(2, w // 40))))
+            d.line((x0, y0, x1, y1), fill=fill, width=width)
+            hd = max(3.0, ln * 0.3)
+            pts = [(x1, y1)] + [(x1 - hd * math.cos(ang + s * 0.5), y1 - hd * math.sin(ang + s * 0.5)) for s in (-1, 1)]
+            d.polygon(pts, fill=fill)
+    return im
+
+
+def border(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A frame (white, black or grey) on some or all sides, as figures and screenshots have."""
+    w, h = im.size
+    fill = int(rng.choice([0, 255, rng.integers(0, 256)]))
+    sides = [int(rng.uniform(0.02, 0.12) * w) if rng.random() < 0.7 else 0 for _ in range(4)]
+    return ImageOps.expand(im, tuple(sides), fill=fill).resize((w, h), Image.Resampling.BILINEAR)
+
+
+def crop(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    w, h = im.size
+    cw, ch = int(w * rng.uniform(*CROP)), int(h * rng.uniform(*CROP))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return im.crop((x, y, x + cw, y + ch))
+
+
+def jpeg(im: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=int(quality))
+    buf.seek(0)
+    return Image.open(buf).convert("L")
+
+
+def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | None = None,
+         k: int = 0, p_crop: float = P_CROP) -> np.ndarray:
+    """The model's input for uint8 image GRAY (augmented, turned a random number of quarter turns,
+    when RNG is given; else turned K quarter turns clockwise)."""
+    from edge_xray.orientation import rotate_clockwise
+    from edge_xray.preprocess import prepare
+
+    im = Image.fromarray(gray)
+    if rng is not None:
+        k = int(rng.integers(4))
+        if rng.random() < p_crop:
+            im = crop(im, rng)
+        if rng.random() < P_BORDER:
+            im = border(im, rng)
+        if rng.random() < P_ANNOTATE:
+            im = annotate(im, rng)
+        w, h = im.size
+        zoom = rng.uniform(*ZOOM)
+        aspect = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
+        im = aug.affine(im, rng.uniform(-ROTATION_DEG, ROTATION_DEG), zoom * math.sqrt(aspect),
+                        zoom / math.sqrt(aspect), rng.uniform(-SHIFT, SHIFT) * w, rng.uniform(-SHIFT, SHIFT) * h)
+        if rng.random() < P_MIRROR:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if rng.random() < aug.P_BLUR:
+            im = im.filter(ImageFilter.GaussianBlur(rng.uniform(*aug.BLUR_RADIUS)))
+        if rng.random() < aug.P_RESAMPLE:
+            im = aug.down_up(im, rng.uniform(*aug.RESAMPLE_FACTOR))
+        x = aug.tone(np.asarray(im), rng.uniform(*GAMMA), rng.uniform(*CONTRAST), rng.uniform(*BLACK_LEVEL))
+        if rng.random() < aug.P_NOISE:
+            x = x + rng.normal(0.0, rng.uniform(*aug.NOISE_SIGMA), x.shape)
+        im = Image.fromarray(np.rint(x).clip(0, 255).astype(np.uint8))
+        if rng.random() < P_JPEG:
+            im = jpeg(im, int(rng.integers(*JPEG_QUALITY)))
+    return prepare(rotate_clockwise(im, 90 * k), size)
+
+
+def prepared(images, size: int = IMAGE_SIZE, k: int = 0) -> np.ndarray:
+    """Un-augmented inputs (n, size, size, 1) of uint8 images, each turned K quarter turns."""
+    if len(images) == 0:
+        return np.zeros((0, size, size, 1), np.float32)
+    return np.stack([view(a, size, k=k) for a in images])[..., None].astype(np.float32)
+
+
+# --- training ------------------------------------------------------------------------------------
+def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch):
+    """One epoch of VIEWS augmented views, half positives, half negatives (KIND_SHARES), shuffled."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng([seed, epoch])
+    n_neg = views // 2
+    src, lab = [("p", int(i)) for i in rng.integers(0, len(pos), views - n_neg)], [0] * (views - n_neg)
+    shares = {c: s for c, s in KIND_SHARES.items() if (neg_labels == c).any()}
+    total = sum(shares.values())
+    for c, s in shares.items():
+        idx = np.flatnonzero(neg_labels == c)
+        m = int(round(n_neg * s / total))
+        src += [("n", int(i)) for i in rng.choice(idx, m)]
+        lab += [c] * m
+    order = rng.permutation(len(src))
+    order = order[: len(order) // batch_size * batch_size]
+    seeds = rng.integers(0, 2**31, len(src))
+    lab = np.asarray(lab)
+
+    def one(j):
+        part, i = src[j]
+        if part == "p":
+            return view(pos[i], size, np.random.default_rng(seeds[j]), p_crop=P_CROP_POSITIVE)
+        return view(neg[i], size, np.random.default_rng(seeds[j]))
+
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+        for b in range(0, len(order), batch_size):
+            sel = order[b : b + batch_size]
+            xs = list(pool.map(one, sel))
+            yield np.stack(xs)[..., None].astype(np.float32), lab[sel]
+
+
+def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed, val, quiet, phase, start=0):
+    tf, keras = tf_keras()
+    n = len(LABELS)
+    total = max(1, epochs * (views // batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(lr, total, alpha=0.02)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING))
+    history = []
+    for e in range(epochs):
+        t0 = time.time()
+        losses = [float(model.train_on_batch(x, np.eye(n, dtype=np.float32)[y]))
+                  for x, y in _batches(pos, neg, neg_labels, size, batch_size, views, seed, start + e)]
+        pred = model.predict(val[0], batch_size=256, verbose=0).argmax(1)
+        pos_kept = float((pred[val[1] == 0] == 0).mean()) if (val[1] == 0).any() else None
+        neg_refused = float((pred[val[1] != 0] != 0).mean()) if (val[1] != 0).any() else None
+        row = {"phase": phase, "epoch": e + 1, "loss": round(float(np.mean(losses)), 5),
+               "val_in_use_kept": pos_kept, "held_out_negatives_refused": neg_refused,
+               "seconds": round(time.time() - t0, 1)}
+        history.append(row)
+        _log(quiet, f"{phase} epoch {e + 1}/{epochs}  loss {row['loss']:.4f}  validation kept (argmax) "
+                    f"{pos_kept:.4f}  held-out negatives refused (argmax) {neg_refused:.4f}  {row['seconds']:.0f}s")
+    return history
+
+
+def tf_keras():
+    from .tfcompat import tf_keras as _tf_keras
+
+    return _tf_keras()
+
+
+def _load_negatives(negs, side, quiet):
+    items, images, skipped = load_images(negs, SOURCE_SIZE)
+    for s in skipped:
+        _log(quiet, f"skipped unreadable negative {s}")
+    return items, np.stack([squash(Image.fromarray(a), side) for a in images]) if len(items) else np.zeros((0, side, side), np.uint8)
+
+
+def _fullres_inputs(fullres, size):
+    """Prepared inputs of the full-resolution scans, decoded as the screen decodes them."""
+    from edge_xray.preprocess import list_images, load_image, prepare
+
+    paths = [p for p in list_images([fullres])] if fullres else []
+    # the screen decodes at the screening model's size (128 px: JPEG draft at 256); the same here
+    return [p.name for p in paths], (np.stack([prepare(load_image(p, 128), size) for p in paths])[..., None]
+                                     if paths else np.zeros((0, size, size, 1), np.float32))
+
+
+def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPOCHS, qat_epochs: int = QAT_EPOCHS,
+                       seed: int = 0, views: int = VIEWS_PER_EPOCH, limit: int | None = None,
+                       batch_size: int = BATCH_SIZE, drop_blocks: int = DROP_BLOCKS, image_size: int = IMAGE_SIZE,
+                       quiet: bool = False) -> Path:
+    """Train on DATA_DIR (positives) and NEGATIVES; write the run folder RUN; returns its path."""
+    t_start = time.time()
+    run = Path(run)
+    if run.suffix == ".tflite":
+        raise UsageError(f"--out for the run folder must be a folder, not a model file ({run.name})")
+    if run.exists() and any(run.iterdir()):
+        raise UsageError(f"{run}: the run folder exists and is not empty")
+    items = stratified_limit(scan_folder(data_dir), limit, SPLIT_SEED)
+    negs = negative_files(negatives)
+    items, images, skipped = load_images(items, SOURCE_SIZE)
+    for s in skipped:
+        _log(quiet, f"skipped unreadable image {s}")
+    if len(items) == 0:
+        raise InputError(f"{data_dir}: no readable images")
+    tr, va, _ = patient_split(items, images, VAL_FRACTION, SPLIT_SEED)
+    side = 2 * image_size  # views are made from images kept at this side
+    images = np.stack([squash(Image.fromarray(a), side) for a in images])
+    negs, neg_images = _load_negatives(negs, side, quiet)
+    neg_labels = np.array([n.label for n in negs])
+    held = np.array([n.held_out for n in negs], bool)
+    gen_fit = generated_negatives("fit")
+    gen_held = generated_negatives("held-out")
+    train_neg = np.concatenate([neg_images[~held], np.stack([squash(im, side) for _, im in gen_fit])])
+    train_neg_labels = np.concatenate([neg_labels[~held], np.full(len(gen_fit), NOT_XRAY)])
+    counts = {k: {"train": int(((neg_labels == i + 1) & ~held).sum()), "held_out": int(((neg_labels == i + 1) & held).sum())}
+              for i, k in enumerate(NEGATIVE_KINDS)}
+    counts["not_xray_generated"] = {"train": len(gen_fit), "held_out": len(gen_held)}
+    _log(quiet, f"data: {len(tr)} training / {len(va)} validation scans; negatives (train / held out): "
+                + ", ".join(f"{k} {v['train']}/{v['held_out']}" for k, v in counts.items()))
+
+    tf, keras = tf_keras()
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)
+    from .orientation import build_orientation_model
+
+    model = build_orientation_model(image_size, ARCH, drop_blocks, classes=len(LABELS), name="edge_xray_intended_use")
+    held_x = np.concatenate([neg_images[held], np.stack([squash(im, side) for _, im in gen_held])])
+    held_y = np.concatenate([neg_labels[held], np.full(len(gen_held), NOT_XRAY)])
+    val = (np.concatenate([prepared(images[va], image_size), prepared(held_x, image_size)]),
+           np.concatenate([np.zeros(len(va), int), held_y]))
+    pos = images[tr]
+    history = _fit(model, pos, train_neg, train_neg_labels, image_size, epochs, LEARNING_RATE, batch_size, views,
+                   seed, val, quiet, "float")
+    from .tfcompat import tfmot
+
+    qat = tfmot().quantization.keras.quantize_model(model)
+    history += _fit(qat, pos, train_neg, train_neg_labels, image_size, qat_epochs, QAT_LEARNING_RATE, batch_size,
+                    views, seed, val, quiet, "qat", start=epochs)
+
+    run.mkdir(parents=True, exist_ok=True)
+    qat.save(str(run / "qat.h5"), include_optimizer=False)
+    rng = np.random.default_rng([seed, 999])
+    cal_src = [pos[i] for i in rng.choice(len(pos), CALIBRATION_VIEWS // 2)]
+    cal_src += [train_neg[i] for i in rng.choice(len(train_neg), CALIBRATION_VIEWS - len(cal_src))]
+    np.save(run / "calibration.npy", np.stack([view(a, image_size, rng) for a in cal_src])[..., None].astype(np.float32))
+    fr_names, fr_x = _fullres_inputs(fullres, image_size)
+    val_x = images[va]
+    np.savez_compressed(
+        run / "evaluation.npz",
+        validation=prepared(val_x, image_size), validation_90=prepared(val_x, image_size, 1),
+        validation_180=prepared(val_x, image_size, 2), validation_270=prepared(val_x, image_size, 3), validation_names=np.array([items[i].path.name for i in va]),
+        fullres=fr_x, fullres_names=np.array(fr_names),
+        held_out=prepared(held_x, image_size), held_out_labels=held_y,
+        held_out_names=np.array([n.path.name for n in negs if n.held_out] + [name for name, _ in gen_held]),
+        train_negatives=prepared(train_neg, image_size), train_negative_labels=train_neg_labels)
+    from .train import package_versions
+    from .model import multiply_adds
+
+    config = {
+        "name": MODEL_NAME,
+        "version": __version__,
+        "labels": list(LABELS),
+        "image_size": image_size,
+        "data": {
+            "positives": {"dir": Path(data_dir).name, "images": len(items), "train": int(len(tr)),
+                          "validation": int(len(va)), "file_list_sha256": file_list_hash(items),
+                          "skipped": len(skipped), "split": f"patient_split, seed {SPLIT_SEED}, fraction {VAL_FRACTION} "
+                                                            "(the bundled screening model's)"},
+            "negatives": {"dir": Path(negatives).name, "counts": counts,
+                          "held_out": f"by patient id, crc32 of kind/patient, fraction {HELD_OUT_FRACTION}",
+                          "generated": "calibration/negatives.py: fit instances for training, held-out ones kept"},
+            "fullres": {"dir": Path(fullres).name if fullres else None, "images": len(fr_names)},
+        },
+        "recipe": {"image_size": image_size, "arch": ARCH, "drop_blocks": drop_blocks, "epochs": epochs,
+                   "qat_epochs": qat_epochs, "views_per_epoch": views, "batch_size": batch_size,
+                   "learning_rate": LEARNING_RATE, "qat_learning_rate": QAT_LEARNING_RATE,
+                   "label_smoothing": LABEL_SMOOTHING, "seed": seed, "limit": limit, "kind_shares": KIND_SHARES,
+                   "augmentation": {"P_MIRROR": P_MIRROR, "ROTATION_DEG": ROTATION_DEG, "ZOOM": ZOOM, "ASPECT": ASPECT,
+                                    "SHIFT": SHIFT, "P_CROP": P_CROP, "P_CROP_POSITIVE": P_CROP_POSITIVE, "CROP": CROP, "P_ANNOTATE": P_ANNOTATE,
+                                    "P_BORDER": P_BORDER, "P_JPEG": P_JPEG, "JPEG_QUALITY": JPEG_QUALITY,
+                                    "GAMMA": GAMMA, "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL,
+                                    "quarter_turns": "uniform 0, 90, 180, 270", "P_BLUR": aug.P_BLUR,
+                                    "P_RESAMPLE": aug.P_RESAMPLE, "P_NOISE": aug.P_NOISE}},
+        "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
+                  "input": [image_size, image_size, 1]},
+        "history": history,
+        "versions": package_versions(),
+        "command": (f"edge-xray train-intended-use DATA_DIR --negatives NEGATIVES_DIR --out MODEL.tflite "
+                    f"--epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")),
+        "wall_seconds": round(time.time() - t_start, 1),
+    }
+    write_json(run / "config.json", config)
+    _log(quiet, f"{run}: run folder written ({config['wall_seconds']:.0f}s)")
+    return run
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `edge-xray train-intended-use`")
