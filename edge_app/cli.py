@@ -62,6 +62,11 @@ allow_unverified_option = click.option(
          "also EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1).")
 
 
+no_gate_option = click.option(
+    "--no-gate", "no_gate", is_flag=True, default=False,
+    help="Run a screening model that has no out-of-distribution gate (every row and audit entry then says so).")
+
+
 def _same_file(a, b) -> bool:
     import os
 
@@ -87,8 +92,9 @@ def _same_file(a, b) -> bool:
               help="Append one JSON line per input (hashes and results, no pixels or patient data), chained.")
 @site_option
 @allow_unverified_option
+@no_gate_option
 def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_dir, audit_log, site,
-             allow_unverified):
+             allow_unverified, no_gate):
     """Screen chest X-rays (files or folders: PNG, JPEG, DICOM, TIFF, BMP, GIF, WebP; a DICOMDIR).
 
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
@@ -113,7 +119,7 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
                 raise click.UsageError(f"{escape(str(p))} is an input and also the file to write: choose another")
     writer = audit = None
     with user_errors():
-        screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified)
+        screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified, no_gate=no_gate)
         if not screener.model_verified:
             click.echo(warning(screener.model.path), err=True)
         audit = AuditLog(audit_log, screener.model) if audit_log else None  # first: creating it changes nothing
@@ -454,13 +460,14 @@ def train_orientation(data_dir, out, epochs, seed):
 @click.option("--pin", default=None, help="The access code (default: none on this device's own addresses, "
                                           "a new random one, printed at start, on any other).")
 @allow_unverified_option
-def serve(host, port, model, site, audit_log, pin, allow_unverified):
+@no_gate_option
+def serve(host, port, model, site, audit_log, pin, allow_unverified, no_gate):
     """Serve the screening page (and POST /api/classify) to a browser, offline. Stop with Ctrl+C."""
     from .serve import serve as run
 
     with user_errors():
         run(model, host=host, port=port, site=site, audit_log=audit_log, pin=pin, allow_unverified=allow_unverified,
-            echo=lambda line: click.echo(line) or sys.stdout.flush())
+            no_gate=no_gate, echo=lambda line: click.echo(line) or sys.stdout.flush())
 
 
 def main():

@@ -8,7 +8,10 @@
 Every input goes through the same steps: decode once (the file's sha256 from the same bytes), cheap
 image checks, orientation (a scan turned by 90, 180 or 270 degrees is screened upright, or refused
 when the orientation model is unsure), preprocessing, one int8 invocation, the out-of-distribution
-gate on the model's own features, then the calibrated decision. The gate is always on.
+gate on the model's own features, then the calibrated decision. The gate is always on: a screening
+model without one (a builder's model converted without representative scans) is refused, unless the
+caller says `no_gate` (`--no-gate`), and then every row's note says so. A screening model's labels are
+NORMAL/BACTERIAL/VIRAL or NORMAL/PNEUMONIA (edge_xray.decision.SCREENING_LABEL_SETS).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Iterable, Iterator
 
 from PIL import Image
 
-from .decision import ADVICE, Calibration
-from .errors import ImageError
+from .decision import ADVICE, SCREENING_LABEL_SETS, Calibration, ScreeningLabels
+from .errors import ImageError, ModelError
 from .gate import Gate
 from .inputs import Skipped, find_inputs
 from .orientation import REASON as ORIENTATION_REASON, orient
@@ -29,6 +32,7 @@ from .preprocess import Scan, load_scan, prepare, scan_from_image
 from .runtime import Model
 
 IMAGE_SOURCE = "<image>"  # the `path` of a screening made from an in-memory image
+NO_GATE_NOTE = "no out-of-distribution gate (--no-gate): not checked for being a chest X-ray"
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,10 @@ FIELDS = tuple(f.name for f in dataclasses.fields(Screening))
 class Screener:
     """A model, its gate and its operating point, ready to screen files or images."""
 
-    def __init__(self, model: Model, site=None, model_verified: bool = False):
+    def __init__(self, model: Model, site=None, model_verified: bool = False, no_gate: bool = False):
+        check_screening_model(model, no_gate)
         self.model = model
+        self.gate_note = None if model.card.gate else NO_GATE_NOTE
         self.site = site
         self.model_verified = model_verified
         self.skipped = Skipped()  # of the last classify_many: files of folders not screened, and why
@@ -89,6 +95,8 @@ class Screener:
         return self.model.card
 
     def _row(self, path, status: str, **fields) -> Screening:
+        if self.gate_note:
+            fields["note"] = "; ".join(n for n in (fields.get("note"), self.gate_note) if n)
         return Screening(path=str(path), status=status, threshold=self.threshold, model_sha256=self.model.sha256,
                          site_sha256=getattr(self.site, "sha256", None), model_verified=self.model_verified, **fields)
 
@@ -182,13 +190,27 @@ class Screener:
         return result, distance
 
 
-def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False) -> Screener:
+def check_screening_model(model: Model, no_gate: bool = False):
+    """ModelError unless MODEL is a screening model (its labels) with a gate (or NO_GATE allows none)."""
+    name = model.path.name
+    if ScreeningLabels.of(model.labels) is None:
+        sets = " or ".join("/".join(s) for s in reversed(SCREENING_LABEL_SETS))
+        raise ModelError(f"{name}: labels {'/'.join(model.labels)}: screening needs a model labelled {sets} "
+                         "(convert, compare, evaluate and bench take any classifier)")
+    if not model.card.gate and not no_gate:
+        raise ModelError(f"{name} has no out-of-distribution gate: convert it again with representative scans "
+                         "(the gate is fitted by default), or give --no-gate (every row then says so)")
+
+
+def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False,
+               no_gate: bool = False) -> Screener:
     """A Screener for MODEL (a .tflite path; None: the bundled model), its card verified.
 
     SITE: a site file (path) from `edge-xray site calibrate`, whose threshold replaces the card's.
     Raises ModelError (exit code 4 on the command line) for a missing, changed or foreign model, and for
     any model file that is not one the package ships (edge_xray.trust) unless ALLOW_UNVERIFIED (or
-    EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1): then its Screenings say `model_verified: False`.
+    EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1): then its Screenings say `model_verified: False`. A model that
+    is not a screening model, or has no gate (unless NO_GATE), is refused (check_screening_model).
     """
     from .trust import check_model
 
@@ -198,4 +220,4 @@ def load_model(model=None, *, threads: int | None = None, site=None, allow_unver
         from .site import load_site
 
         site = load_site(site, m)
-    return Screener(m, site=site, model_verified=verified)
+    return Screener(m, site=site, model_verified=verified, no_gate=no_gate)

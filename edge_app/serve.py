@@ -533,7 +533,7 @@ def _interrupt(signum, frame):
 
 
 def serve(model=None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, site=None, audit_log=None,
-          pin: str | None = None, allow_unverified: bool = False, echo=print):
+          pin: str | None = None, allow_unverified: bool = False, echo=print, no_gate: bool = False):
     """Load MODEL (with SITE), start the app on HOST:PORT with waitress and serve until interrupted.
     ECHO gets the lines to show at start (the address, and the access code when one is needed)."""
     from waitress import create_server
@@ -541,7 +541,7 @@ def serve(model=None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, sit
     from .screen import load_model
 
     code = access_code(host, pin)
-    screener = load_model(model, site=site, allow_unverified=allow_unverified)
+    screener = load_model(model, site=site, allow_unverified=allow_unverified, no_gate=no_gate)
     audit = AuditLog(audit_log, screener.model) if audit_log else None
     app = create_app(screener, audit_log=audit, pin=code)
     state = app.extensions["edge_xray"]
