@@ -296,27 +296,65 @@ def calibrate(data_dir, out, size, seed, image_size):
     click.echo(f"calibration set: {m['count']} images {m['per_label']} -> {out}")
 
 
+def _floats(value: str | None, name: str):
+    """'LOW,HIGH' -> (low, high), or None."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.UsageError(f"{name} takes two numbers, LOW,HIGH (e.g. 0,1 or -1,1 or 0,255)") from None
+    return lo, hi
+
+
+input_range_option = click.option(
+    "--input-range", default=None, metavar="LOW,HIGH",
+    help="The model's input values for black and white of the prepared scan (default 0,1; -1,1 for "
+         "MobileNet's preprocess_input; 0,255 for a model that rescales itself).")
+labels_option = click.option("--labels", default=None, metavar="A,B,...",
+                             help="Class names in the order of the model's outputs.")
+
+
 @cli.command()
 @click.argument("source", type=click.Path())
 @click.option("--int8", "mode", flag_value="int8", default=True, help="Full-integer model (default).")
 @click.option("--float32", "mode", flag_value="float32", help="The float twin of the same network.")
 @click.option("--float16", "mode", flag_value="float16", help="Float16 weights.")
-@click.option("--calibration", type=click.Path(), default=None, help="Calibration set from `edge-xray calibrate`.")
+@click.option("--calibration", type=click.Path(), default=None,
+              help="The representative set: a folder of images (one sub-folder per class) or a file from "
+                   "`edge-xray calibrate`. Needed for --int8 and for the gate.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="MODEL.tflite (card MODEL.json beside it).")
 @click.option("--float-model", default=None, help="File name of the float twin, recorded in the card.")
 @click.option("--version", "model_version", default=None, help="Model version recorded in the card.")
 @click.option("--gate-data", type=click.Path(file_okay=False), default=None,
-              help="The run's training folder: fit the out-of-distribution gate on its scans.")
-def convert(source, mode, calibration, out, float_model, model_version, gate_data):
-    """Convert a training run (or its .h5) to TFLite, with its card."""
+              help="Scans to fit the out-of-distribution gate on (a run's training folder, or any folder of "
+                   "scans; default: the representative set).")
+@click.option("--no-gate", "no_gate", is_flag=True, default=False,
+              help="Fit no gate (the screening commands then refuse the model unless given --no-gate).")
+@labels_option
+@input_range_option
+def convert(source, mode, calibration, out, float_model, model_version, gate_data, no_gate, labels, input_range):
+    """Convert a model to TFLite with its card: an `edge-xray train` run (or its .h5), a Keras 3 .keras,
+    a tf_keras .h5, or a SavedModel folder; any square grey or RGB image classifier."""
     from .convert.convert import convert as run
 
     if mode == "int8" and calibration is None:
-        raise click.UsageError("--int8 needs --calibration CALIB (make one with `edge-xray calibrate`)")
+        raise click.UsageError("--int8 needs --calibration (a folder of images, or a file from `edge-xray calibrate`)")
     with user_errors():
         card = run(source, out, mode=mode, calibration=calibration, float_model=float_model, gate_data=gate_data,
+                   labels=labels, input_range=_floats(input_range, "--input-range"), gate=not no_gate,
                    **({"version": model_version} if model_version else {}))
     click.echo(f"{out}: {card['format']}, {card['size_bytes'] / 1024:.1f} KB, sha256 {card['sha256']}")
+    click.echo(f"labels {', '.join(card['labels'])}; input {card['input']['shape'][1]}x{card['input']['shape'][2]}x"
+               f"{card['input']['shape'][3]}, range {card['input']['range']}; output {card.get('output', 'logits')}")
+    g = card.get("gate")
+    if g:
+        click.echo(f"gate: fitted on {g['fit']['train_images']} + {g['fit']['val_images']} images "
+                   f"({g.get('data', 'the run')}); false refusals on the held-out ones: {g['fit']['val_false_refusal_rate']:.1%}")
+    else:
+        why = ("--no-gate" if no_gate else "the model has no feature map" if "features" not in card["outputs"]
+               else "no representative images")
+        click.echo(f"gate: none ({why}): screening refuses this model unless given --no-gate", err=True)
 
 
 @cli.command()

@@ -142,6 +142,14 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def input_values(x: np.ndarray, channels: int, value_range=(0.0, 1.0)) -> np.ndarray:
+    """Prepared grey image(s) (..., size, size) in [0, 1] -> a model's float input (..., size, size,
+    CHANNELS): levels mapped to VALUE_RANGE, grey replicated to each channel (calibration uses it too)."""
+    lo, hi = (np.float32(v) for v in value_range)
+    x = lo + np.asarray(x, np.float32)[..., None] * (hi - lo)
+    return np.repeat(x, channels, axis=-1) if channels > 1 else x
+
+
 class Model:
     """A model file with its card, ready to run on prepared images.
 
@@ -247,10 +255,8 @@ class Model:
         return self.input["dtype"] != np.float32
 
     def model_input(self, x: np.ndarray) -> np.ndarray:
-        """Prepared grey image(s) (..., size, size) in [0, 1] -> the model's float input values
-        (..., size, size, channels): the card's value range, grey replicated to each channel."""
-        x = self._lo + np.asarray(x, np.float32)[..., None] * self._span
-        return np.repeat(x, self.channels, axis=-1) if self.channels > 1 else x
+        """Prepared grey image(s) (..., size, size) in [0, 1] -> the model's float input values."""
+        return input_values(x, self.channels, (self._lo, self._lo + self._span))
 
     def _input_tensor(self, x: np.ndarray) -> np.ndarray:
         x = self.model_input(x).reshape(self.input["shape"]).astype(np.float32)
