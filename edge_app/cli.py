@@ -357,48 +357,90 @@ def convert(source, mode, calibration, out, float_model, model_version, gate_dat
         click.echo(f"gate: none ({why}): screening refuses this model unless given --no-gate", err=True)
 
 
+output_kind_option = click.option(
+    "--output-kind", type=click.Choice(["auto", "logits", "softmax", "sigmoid"]), default="auto", show_default=True,
+    help="A .tflite without a card: what its class output is (auto: from its last op).")
+
+
+def _device_line(d: dict) -> str:
+    return f"{d['kind']}, {d['size_bytes'] / 1024:.1f} KB, {d['latency_ms']:.2f} ms per image ({d['runtime']})"
+
+
 @cli.command()
 @click.argument("model", type=click.Path())
 @click.argument("data_dir", type=click.Path())
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Every figure as JSON.")
 @click.option("--report", type=click.Path(file_okay=False), default=None, help="Write report.md and plots here.")
 @site_option
-def evaluate(model, data_dir, as_json, report, site):
-    """Screening metrics of a model (.tflite or a run's Keras model) on a NORMAL/PNEUMONIA folder."""
+@labels_option
+@input_range_option
+@output_kind_option
+def evaluate(model, data_dir, as_json, report, site, labels, input_range, output_kind):
+    """Figures of a model (.tflite with or without a card, or a Keras model) on a labelled folder.
+
+    A screening model's .tflite is evaluated through the screen (gate, orientation, site, trust): the
+    scans it refuses are listed, not scored. Others: accuracy and per-class confusion."""
     from .convert.evaluate import evaluate as run
 
     with user_errors():
-        r = run(model, data_dir, report=report, site=site)
+        r = run(model, data_dir, report=report, site=site, labels=labels,
+                input_range=_floats(input_range, "--input-range"), output_kind=output_kind)
     if as_json:
         _echo_json(r)
         return
-    click.echo(f"{r['n']} images, threshold {r['threshold']:.3f}")
-    for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece",
-              "bacterial_vs_viral_accuracy"):
-        click.echo(f"{k}: {r[k]:.4f}")
-    click.echo(f"type I errors (false positives): {r['type_I_errors']}  type II errors (missed): {r['type_II_errors']}")
+    click.echo(f"{r['n']} images scored ({r['road']}), threshold {r['threshold']:.3f}; {_device_line(r['device'])}")
+    if "confusion" in r:
+        click.echo(f"accuracy: {r['accuracy']:.4f}")
+        _echo_confusion(r["confusion"])
+    else:
+        for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece",
+                  "bacterial_vs_viral_accuracy"):
+            if r.get(k) is not None:
+                click.echo(f"{k}: {r[k]:.4f}")
+        click.echo(f"type I errors (false positives): {r['type_I_errors']}  type II errors (missed): {r['type_II_errors']}")
+    if r.get("refused"):
+        click.echo(f"refused by the screen: {len(r['refused'])} (see --json)", err=True)
     if r["skipped"]:
         click.echo(f"unreadable: {len(r['skipped'])}", err=True)
+
+
+def _echo_confusion(c: dict):
+    width = max(len(n) for n in c["labels"]) + 2
+    click.echo("true \\ predicted".ljust(width) + "".join(n.rjust(width) for n in c["labels"]))
+    for n, row in zip(c["labels"], c["matrix"]):
+        click.echo(n.ljust(width) + "".join(str(v).rjust(width) for v in row))
 
 
 @cli.command()
 @click.argument("float_model", type=click.Path())
 @click.argument("int8_model", type=click.Path())
 @click.argument("data_dir", type=click.Path())
-@click.option("--json", "as_json", is_flag=True)
-def compare(float_model, int8_model, data_dir, as_json):
-    """Compare a float model and its int8 version on a labelled folder."""
+@click.option("--json", "as_json", is_flag=True, help="Every figure as JSON.")
+@labels_option
+@input_range_option
+@output_kind_option
+def compare(float_model, int8_model, data_dir, as_json, labels, input_range, output_kind):
+    """Compare two versions of a model (e.g. float and int8; .tflite or Keras) on a labelled folder."""
     from .convert.evaluate import compare as run
 
     with user_errors():
-        r = run(float_model, int8_model, data_dir)
+        r = run(float_model, int8_model, data_dir, labels=labels, input_range=_floats(input_range, "--input-range"),
+                output_kind=output_kind)
     if as_json:
         _echo_json(r)
         return
-    click.echo(f"{r['n']} images: agreement {r['agreement']:.4f}, max |dp| {r['max_abs_delta_p']:.4f}, "
+    click.echo(f"{r['n']} images ({r['road']}): agreement {r['agreement']:.4f}, max |dp| {r['max_abs_delta_p']:.4f}, "
                f"mean |dp| {r['mean_abs_delta_p']:.5f}")
+    for side in ("float", "int8"):
+        click.echo(f"{side}: {_device_line(r[side])}")
     for k, v in r["delta"].items():
         click.echo(f"{k}: float {r['float'][k]:.4f}  int8 {r['int8'][k]:.4f}  delta {v:+.4f}")
+    for side in ("float", "int8"):
+        click.echo(f"{side} confusion:")
+        _echo_confusion(r[side]["confusion"])
+    for side, files in r["refused"].items():
+        if files:
+            click.echo(f"refused by the screen ({side}): {len(files)}", err=True)
     for d in r["disagreements"]:
         click.echo(f"disagree: {d['file']} float {d['float_p']:.3f} int8 {d['int8_p']:.3f}")
 

@@ -150,6 +150,18 @@ def input_values(x: np.ndarray, channels: int, value_range=(0.0, 1.0)) -> np.nda
     return np.repeat(x, channels, axis=-1) if channels > 1 else x
 
 
+def as_logits(y: np.ndarray, kind: str) -> np.ndarray:
+    """A class output (..., k) of KIND (edge_xray.card.OUTPUT_KINDS) as logits that softmax to the same
+    probabilities: a softmax's log-probabilities, a sigmoid's [0, logit p]; logits as they are."""
+    y = np.asarray(y, np.float32)
+    if kind == "softmax":
+        return np.log(np.clip(y, MIN_PROBABILITY, 1.0))
+    if kind == "sigmoid":
+        p = np.clip(y[..., :1], MIN_PROBABILITY, 1.0 - MIN_PROBABILITY)
+        return np.concatenate([np.zeros_like(p), np.log(p / (1.0 - p))], axis=-1)
+    return y
+
+
 class Model:
     """A model file with its card, ready to run on prepared images.
 
@@ -165,6 +177,7 @@ class Model:
                  card: dict | None = None):
         """PATH (default: the bundled model) with its card; or FLATBUFFER alone with CARD (default: none
         yet; conversion uses that to inspect and run a model it has just made)."""
+        flatbuffer_only = flatbuffer is not None
         if flatbuffer is None:
             self.path = self._resolve(path).resolve()
             flatbuffer, self.card = ModelCard.read(self.path)
@@ -194,9 +207,12 @@ class Model:
             self.outputs["features" if len(d["shape"]) == 4 else "logits"] = d
         if "logits" not in self.outputs:
             raise ModelError(f"{self.path.name}: no class output (only a feature map)")
-        self.labels = self.card.labels or tuple(self.LABELS or LABELS)
         self.output_kind = self.card.output_kind
         width = int(self.outputs["logits"]["shape"][-1])
+        if flatbuffer_only and not self.card.labels:  # not yet carded: one class per output
+            self.labels = tuple(f"class{i}" for i in range(width))
+        else:
+            self.labels = self.card.labels or tuple(self.LABELS or LABELS)
         n = 1 if self.output_kind == "sigmoid" else len(self.labels)
         if width != n:
             raise ModelError(f"{self.path.name}: expected {n} outputs ({', '.join(map(str, self.labels)).lower()}), "
@@ -273,20 +289,11 @@ class Model:
             y = (y.astype(np.float32) - zp) * np.float32(scale)
         return y[0]
 
-    def _logits(self, y: np.ndarray) -> np.ndarray:
-        """The class output as logits: a softmax's log-probabilities, a sigmoid's [0, logit p]."""
-        if self.output_kind == "softmax":
-            return np.log(np.clip(y, MIN_PROBABILITY, 1.0))
-        if self.output_kind == "sigmoid":
-            p = float(np.clip(y[0], MIN_PROBABILITY, 1.0 - MIN_PROBABILITY))
-            return np.array([0.0, np.log(p / (1.0 - p))], np.float32)
-        return y
-
     def run(self, x: np.ndarray, features: bool = False):
         """Prepared image (size, size) in [0, 1] -> logits (one per label), and the feature map if asked."""
         self.interpreter.set_tensor(self.input["index"], self._input_tensor(x))
         self.interpreter.invoke()
-        logits = self._logits(self._output("logits"))
+        logits = as_logits(self._output("logits"), self.output_kind)
         if features:
             return logits, (self._output("features") if "features" in self.outputs else None)
         return logits
