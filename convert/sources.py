@@ -122,12 +122,30 @@ def load_source(source) -> Source:
         raise ModelError(f"{path.name} is already a TFLite model: compare, evaluate and bench take it as it is")
     if path.suffix.lower() not in KERAS_SUFFIXES:
         raise ModelError(f"{path.name}: not a Keras model file (.keras, .h5) or a SavedModel folder")
+    _check_container(path)
     run = RunDir.of_model(path)
     if run is not None:
         return _describe(path, "run", _load_tf_keras(path), run)
     if _is_keras3_file(path):
         return _describe(path, "keras3", _load_keras3(path), None)
     return _describe(path, "tf_keras", _load_tf_keras(path), None)
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_container(path: Path):
+    """A .keras file is a zip archive and an .h5 an HDF5 file: refuse anything else before TensorFlow loads."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ModelError(f"cannot read {path.name} ({e.strerror or e})") from None
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelError(f"{path.name}: not a Keras model file (a .keras file is a zip archive; this one is "
+                         "corrupt or something else)")
+    if path.suffix.lower() in (".h5", ".hdf5") and head != HDF5_SIGNATURE:
+        raise ModelError(f"{path.name}: not a Keras model file (not an HDF5 file: corrupt or something else)")
 
 
 def _saved_model(path: Path) -> Source:
@@ -191,6 +209,10 @@ def _activation(layer) -> str:
     kind = type(core).__name__
     if kind == "Softmax":
         return "softmax"
+    act = getattr(core, "activation", None)
+    act = getattr(act, "activation", act)  # a QAT wrapper's QuantizeAwareActivation holds the original
+    if callable(act) and getattr(act, "__name__", None):
+        return act.__name__.lower()
     try:
         act = core.get_config().get("activation")
     except Exception:  # noqa: BLE001 - a layer without a config: its output is taken as logits

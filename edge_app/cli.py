@@ -369,6 +369,35 @@ def _device_line(d: dict) -> str:
 @cli.command()
 @click.argument("model", type=click.Path())
 @click.argument("data_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for qat.h5, ptq-int8.tflite, qat-int8.tflite and qat_report.json.")
+@click.option("--epochs", type=click.IntRange(1, 100), default=2, show_default=True, help="Fine-tuning epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@labels_option
+@input_range_option
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+def qat(model, data_dir, out, epochs, seed, labels, input_range, as_json):
+    """Fine-tune a Keras classifier quantization-aware on labelled folders, convert it to int8, and show
+    it beside post-training quantization alone (on held-out images)."""
+    from .convert.qat import qat as run
+
+    with user_errors():
+        r = run(model, data_dir, out, epochs=epochs, seed=seed, labels=labels,
+                input_range=_floats(input_range, "--input-range"))
+    if as_json:
+        _echo_json(r)
+        return
+    click.echo(f"{r['train_images']} images fine-tuned for {r['epochs']} epochs (loss {r['loss_per_epoch']}); "
+               f"figures on {r['held_out_images']} held-out images:")
+    for name, f in r["figures"].items():
+        extra = (f", agreement with float {f['agreement_with_float']:.4f}, max |dp| {f['max_abs_delta_p']:.4f}"
+                 if "agreement_with_float" in f else "")
+        click.echo(f"{name}: accuracy {f['accuracy']:.4f}{extra}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("data_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Every figure as JSON.")
 @click.option("--report", type=click.Path(file_okay=False), default=None, help="Write report.md and plots here.")
 @site_option
