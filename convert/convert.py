@@ -230,7 +230,8 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str | No
         except ModelError:
             raise
         except Exception as e:  # noqa: BLE001 - the converter raises many types, with long texts
-            raise ModelError(f"{src.path.name}: TFLite cannot convert it to {mode} ({sources._first_line(e)})") from None
+            why = sources._first_line(e)
+            raise ModelError(f"{src.path.name}: TFLite cannot convert it to {mode} ({why})") from None
     else:
         flatbuffer = _convert_source(src, sources.network(src), mode, cal)
     if src.flavour == "saved_model":  # no Keras layers to read: the converted model's last op says

@@ -41,6 +41,17 @@ def _split(y: np.ndarray) -> np.ndarray:
     return held
 
 
+def _truth(data, names, folder) -> np.ndarray:
+    """Indices into NAMES of DATA's images, from their class folders."""
+    if data.y is None:
+        raise InputError(f"{folder}: quantization-aware training needs labelled images (one sub-folder per class)")
+    index = {n.upper(): k for k, n in enumerate(names)}
+    unknown = [n for n in data.class_names if n.upper() not in index]
+    if unknown:
+        raise InputError(f"{folder}: class folder(s) {', '.join(unknown)} are not among the labels {', '.join(names)}")
+    return np.array([index[data.class_names[c].upper()] for c in data.y])
+
+
 def _probs(y: np.ndarray, kind: str) -> np.ndarray:
     from edge_xray.runtime import as_logits
 
@@ -57,8 +68,11 @@ def _figures(p: np.ndarray, truth: np.ndarray, p_float: np.ndarray | None) -> di
     return out
 
 
-def qat(model, data_dir, out, epochs: int = EPOCHS, labels=None, input_range=None, seed: int = 0) -> dict:
-    """Fine-tune MODEL quantization-aware on DATA_DIR, convert it and its PTQ version; the report."""
+def qat(model, data_dir, out, epochs: int = EPOCHS, labels=None, input_range=None, seed: int = 0,
+        eval_data=None) -> dict:
+    """Fine-tune MODEL quantization-aware on DATA_DIR, convert it and its PTQ version; the report.
+    EVAL_DATA (a labelled folder the model never saw): the figures are taken there, and every image of
+    DATA_DIR is used for fine-tuning; without it, on images of DATA_DIR held out from fine-tuning."""
     from edge_xray.runtime import Model, input_values
     from edge_xray.train.qat_finetune import finetune, quantize, tf_keras_twin
 
@@ -72,21 +86,21 @@ def qat(model, data_dir, out, epochs: int = EPOCHS, labels=None, input_range=Non
                          ".keras or .h5 file")
     base = tf_keras_twin(src.model) if src.flavour == "keras3" else src.model
     data = from_folder(data_dir, src.size, count=MAX_IMAGES, seed=seed)
-    if data.y is None:
-        raise InputError(f"{data_dir}: quantization-aware training needs labelled images (one sub-folder per class)")
     names = resolve_labels(src, labels, data)
-    index = {n.upper(): k for k, n in enumerate(names)}
-    unknown = [n for n in data.class_names if n.upper() not in index]
-    if unknown:
-        raise InputError(f"{data_dir}: class folder(s) {', '.join(unknown)} are not among the labels {', '.join(names)}")
-    truth = np.array([index[data.class_names[c].upper()] for c in data.y])
+    truth = _truth(data, names, data_dir)
     lo, hi = input_range or (0.0, 1.0)
     x = input_values(data.x, src.channels, (lo, hi))
-    held = _split(truth)
-    if held.sum() == 0 or (~held).sum() == 0:
-        raise InputError(f"{data_dir}: too few images to hold some out (need at least {HOLDOUT_EVERY} per class)")
+    if eval_data is None:
+        held = _split(truth)
+        if held.sum() == 0 or (~held).sum() == 0:
+            raise InputError(f"{data_dir}: too few images to hold some out (need at least {HOLDOUT_EVERY} per class)")
+        fit_x, fit_y, ev_grey, ev_y = x[~held], truth[~held], data.x[held], truth[held]
+    else:
+        ev = from_folder(eval_data, src.size, count=MAX_IMAGES, seed=seed)
+        fit_x, fit_y, ev_grey, ev_y = x, truth, ev.x, _truth(ev, names, eval_data)
+    ev_x = input_values(ev_grey, src.channels, (lo, hi))
     q = quantize(base)
-    losses = finetune(q, x[~held], truth[~held], epochs, src.output_kind, seed=seed)
+    losses = finetune(q, fit_x, fit_y, epochs, src.output_kind, seed=seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # tf_keras calls .h5 "legacy": it is the format tfmot's loader reads
@@ -95,17 +109,19 @@ def qat(model, data_dir, out, epochs: int = EPOCHS, labels=None, input_range=Non
     common = dict(mode="int8", calibration=data_dir, labels=names, input_range=(lo, hi))
     convert(src.path, out / "ptq-int8.tflite", **common)
     convert(out / "qat.h5", out / "qat-int8.tflite", **common)
-    p_float = _probs(base.predict(x[held], batch_size=64, verbose=0), src.output_kind)
-    figures = {"float (as given)": _figures(p_float, truth[held], None)}
+    p_float = _probs(base.predict(ev_x, batch_size=64, verbose=0), src.output_kind)
+    figures = {"float (as given)": _figures(p_float, ev_y, None)}
     for name, path in (("int8, post-training quantization", out / "ptq-int8.tflite"),
                        ("int8, quantization-aware fine-tuning", out / "qat-int8.tflite")):
         m = Model(path)
-        logits = np.stack([m.run(xi) for xi in data.x[held]])
-        figures[name] = dict(_figures(softmax(logits), truth[held], p_float), file=path.name,
+        logits = np.stack([m.run(xi) for xi in ev_grey])
+        figures[name] = dict(_figures(softmax(logits), ev_y, p_float), file=path.name,
                              size_bytes=path.stat().st_size)
     report = {"model": str(src.path), "kind": src.described, "data": str(data_dir), "labels": names,
-              "train_images": int((~held).sum()), "held_out_images": int(held.sum()), "epochs": epochs,
+              "train_images": len(fit_y), "held_out_images": len(ev_y), "epochs": epochs,
               "loss_per_epoch": losses, "seed": seed, "figures": figures,
-              "figures_on": "the held-out images (every 5th of each class), prepared as on the device"}
+              "figures_on": (f"{eval_data} (all images)" if eval_data is not None else
+                             f"the images of {data_dir} held out from fine-tuning (every {HOLDOUT_EVERY}th of each "
+                             "class)") + ", prepared as on the device"}
     (out / "qat_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -349,8 +349,9 @@ def convert(source, mode, calibration, out, float_model, model_version, gate_dat
                f"{card['input']['shape'][3]}, range {card['input']['range']}; output {card.get('output', 'logits')}")
     g = card.get("gate")
     if g:
-        click.echo(f"gate: fitted on {g['fit']['train_images']} + {g['fit']['val_images']} images "
-                   f"({g.get('data', 'the run')}); false refusals on the held-out ones: {g['fit']['val_false_refusal_rate']:.1%}")
+        fit = g["fit"]
+        click.echo(f"gate: fitted on {fit['train_images']} + {fit['val_images']} images ({g.get('data', 'the run')}); "
+                   f"false refusals on the held-out ones: {fit['val_false_refusal_rate']:.1%}")
     else:
         why = ("--no-gate" if no_gate else "the model has no feature map" if "features" not in card["outputs"]
                else "no representative images")
@@ -373,22 +374,24 @@ def _device_line(d: dict) -> str:
               help="Folder for qat.h5, ptq-int8.tflite, qat-int8.tflite and qat_report.json.")
 @click.option("--epochs", type=click.IntRange(1, 100), default=2, show_default=True, help="Fine-tuning epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-data", type=click.Path(file_okay=False), default=None,
+              help="A labelled folder the model never saw, for the figures (default: a fifth of DATA_DIR held out).")
 @labels_option
 @input_range_option
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
-def qat(model, data_dir, out, epochs, seed, labels, input_range, as_json):
+def qat(model, data_dir, out, epochs, seed, eval_data, labels, input_range, as_json):
     """Fine-tune a Keras classifier quantization-aware on labelled folders, convert it to int8, and show
     it beside post-training quantization alone (on held-out images)."""
     from .convert.qat import qat as run
 
     with user_errors():
         r = run(model, data_dir, out, epochs=epochs, seed=seed, labels=labels,
-                input_range=_floats(input_range, "--input-range"))
+                input_range=_floats(input_range, "--input-range"), eval_data=eval_data)
     if as_json:
         _echo_json(r)
         return
     click.echo(f"{r['train_images']} images fine-tuned for {r['epochs']} epochs (loss {r['loss_per_epoch']}); "
-               f"figures on {r['held_out_images']} held-out images:")
+               f"figures on {r['held_out_images']} images ({r['figures_on']}):")
     for name, f in r["figures"].items():
         extra = (f", agreement with float {f['agreement_with_float']:.4f}, max |dp| {f['max_abs_delta_p']:.4f}"
                  if "agreement_with_float" in f else "")

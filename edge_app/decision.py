@@ -25,7 +25,8 @@ ADVICE = {
     "bacterial": "REFER TODAY: signs of pneumonia, likely bacterial (may need antibiotics now)",
     "viral": "REFER: signs of pneumonia, likely viral",
     "uncertain": "REFER TODAY: signs of pneumonia, bacterial or viral uncertain (may need antibiotics now)",
-    "pneumonia": "REFER TODAY: signs of pneumonia (this model does not tell bacterial from viral; may need antibiotics now)",
+    "pneumonia": ("REFER TODAY: signs of pneumonia (this model does not tell bacterial from viral; "
+                  "may need antibiotics now)"),
     "normal": "No pneumonia found by the screen; follow clinical signs and re-check if unwell",
     "rejected": "Not screened: {reason}",
     "error": "Not screened: {reason}",

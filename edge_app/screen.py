@@ -177,7 +177,7 @@ class Screener:
         decision = self.calibration.decide(logits)
         result = self._row(path, "ok", input_sha256=scan.sha256, orientation_corrected=degrees, note=note,
                            **decision.fields())
-        if heatmap_dir is not None and features is not None:
+        if heatmap_dir is not None and features is not None and self.card.cam:  # a head without CAM weights: none
             from .heatmap import save_heatmap
 
             try:
