@@ -195,8 +195,9 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str | No
     CALIBRATION: the representative set, a `calibrate` file or a folder of images (class sub-folders);
     needed for int8 and for the gate. LABELS: the class names (default: the run's, or the folder's class
     names). INPUT_RANGE: the model's input values for levels 0 and 1 of the prepared image (default
-    (0, 1)). GATE: fit the out-of-distribution gate (from GATE_DATA, a folder of scans, else from the
-    representative set); a model without one is refused by the screening commands unless --no-gate.
+    (0, 1)). GATE: fit the out-of-distribution gate of a screening model (from GATE_DATA, a folder of
+    scans, else from the representative set); the screening commands refuse a screening model without
+    one unless --no-gate. A plain classifier (other labels) gets no gate: only screening uses it.
     """
     from edge_xray.runtime import Model
 
@@ -247,7 +248,7 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str | No
         card = make_builder_card(src, spec, mode, converted, rep.record if rep else None, version or BUILDER_VERSION)
     if float_model:
         card["float_model"] = float_model
-    if gate and "features" in converted.outputs:
+    if gate and "features" in converted.outputs and ScreeningLabels.of(names) is not None:  # only screening gates
         if gate_data is not None and src.run is not None:
             from edge_xray.calibration.gate import fit_gate
             from edge_xray.calibration.reference import fit_reference

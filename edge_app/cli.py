@@ -353,6 +353,11 @@ def convert(source, mode, calibration, out, float_model, model_version, gate_dat
         click.echo(f"gate: fitted on {fit['train_images']} + {fit['val_images']} images ({g.get('data', 'the run')}); "
                    f"false refusals on the held-out ones: {fit['val_false_refusal_rate']:.1%}")
     else:
+        from .decision import ScreeningLabels
+
+        if ScreeningLabels.of(card["labels"]) is None:
+            click.echo("gate: none (not a screening model: only screening uses one)")
+            return
         why = ("--no-gate" if no_gate else "the model has no feature map" if "features" not in card["outputs"]
                else "no representative images")
         click.echo(f"gate: none ({why}): screening refuses this model unless given --no-gate", err=True)
