@@ -81,6 +81,15 @@ class Classifier:
             if src.flavour != "run":
                 self.calibration = Calibration(1.0, (0.0,) * len(self.labels), 0.5, ScreeningLabels.of(self.labels))
 
+    def like(self, other: "Classifier"):
+        """A Keras model (no card) compared with a carded .tflite takes the card's input range and labels."""
+        if self.keras is None or other.keras is not None or not other.carded:
+            return
+        self.input_range = other.model.card.input_range
+        if self.src.flavour != "run":
+            self.labels = other.labels
+            self.calibration = Calibration(1.0, (0.0,) * len(self.labels), 0.5, ScreeningLabels.of(self.labels))
+
     @property
     def screening(self) -> ScreeningLabels | None:
         return ScreeningLabels.of(self.labels)
@@ -294,9 +303,13 @@ def evaluate(model, data_dir, report: str | None = None, site=None, labels=None,
 
 def compare(float_model, int8_model, data_dir, labels=None, input_range=None, output_kind: str = "auto") -> dict:
     """Two versions of a model (e.g. float and int8) on the same labelled scans: agreement, each one's
-    figures, |dp|, latency and size. Screening models on the device go through the Screener."""
+    figures, |dp|, latency and size. Screening models on the device go through the Screener. A Keras
+    model beside a .tflite with a card is fed as that card says (input range, labels) unless given."""
     a = Classifier(float_model, labels=labels, input_range=input_range, output_kind=output_kind)
     b = Classifier(int8_model, labels=labels, input_range=input_range, output_kind=output_kind)
+    if input_range is None and labels is None:
+        a.like(b)
+        b.like(a)
     if a.size != b.size:
         raise InputError(f"the models take different input sizes ({a.size} and {b.size} px)")
     if [n.upper() for n in a.labels] != [n.upper() for n in b.labels]:
