@@ -12,7 +12,11 @@ representative set). Each file is written with its card (beside it and embedded)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -121,15 +125,51 @@ def convert_network(model, mode: str, calibration: np.ndarray | None) -> bytes:
     return _quantize_settings(tf.lite.TFLiteConverter.from_keras_model(model), mode, calibration).convert()
 
 
-def _convert_source(src, net, mode: str, calibration) -> bytes:
-    """SRC's network NET (sources.network) to a flatbuffer; one line for a network TFLite cannot take."""
+@contextlib.contextmanager
+def _converter_log():
+    """The converter's own C++ log lines (fd 2) for the duration, in a list filled on exit: kept out of
+    the terminal, where the outcome is one line. Yields None where fd 2 cannot be redirected."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield None
+        return
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def _why(e: Exception) -> str:
+    text = str(e)
+    if "Random" in text or "Stateless" in text:
+        return ("it has random ops, e.g. augmentation layers inside a nested model: move RandomFlip, "
+                "RandomRotation, ... out of the model, or to its top level")
+    return sources._first_line(e)
+
+
+def _convert_source(src, network, mode: str, calibration) -> bytes:
+    """SRC's network (NETWORK() builds it: sources.network) to a flatbuffer; one line for a network that
+    cannot be built for inference or that TFLite cannot take."""
+    try:
+        net = network()
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a graph it cannot rebuild
+        raise ModelError(f"{src.path.name}: cannot build its inference network ({sources._first_line(e)})") from None
     conv, tmp = sources.converter(src, net)
     try:
-        return _quantize_settings(conv, mode, calibration).convert()
+        with _converter_log():
+            return _quantize_settings(conv, mode, calibration).convert()
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - the converter raises many types, with long texts
-        raise ModelError(f"{src.path.name}: TFLite cannot convert it to {mode} ({sources._first_line(e)})") from None
+        raise ModelError(f"{src.path.name}: TFLite cannot convert it to {mode} ({_why(e)})") from None
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -223,18 +263,11 @@ def convert(source, out, mode: str = "int8", calibration=None, version: str | No
 
         cal = input_values(rep.x, src.channels, (lo, hi))
     if src.flavour == "saved_model":
-        flatbuffer = _convert_source(src, None, mode, cal)
-    elif src.flavour in ("run", "tf_keras"):
-        net = export_model(model)
-        try:
-            flatbuffer = convert_network(net, mode, cal)
-        except ModelError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the converter raises many types, with long texts
-            why = sources._first_line(e)
-            raise ModelError(f"{src.path.name}: TFLite cannot convert it to {mode} ({why})") from None
+        flatbuffer = _convert_source(src, lambda: None, mode, cal)
+    elif src.flavour == "run":
+        flatbuffer = _convert_source(src, lambda: export_model(model), mode, cal)
     else:
-        flatbuffer = _convert_source(src, sources.network(src), mode, cal)
+        flatbuffer = _convert_source(src, lambda: sources.network(src, model), mode, cal)
     if src.flavour == "saved_model":  # no Keras layers to read: the converted model's last op says
         spec["output"] = Model(flatbuffer=flatbuffer).last_activation() if src.width > 1 else "sigmoid"
     converted = Model(flatbuffer=flatbuffer, card=spec)  # TensorFlow is loaded: tf.lite's interpreter

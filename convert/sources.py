@@ -251,6 +251,21 @@ def _describe(path: Path, flavour: str, model, run) -> Source:
     return Source(path, flavour, model, run, size, channels, width, kind)
 
 
+def _latest(layer, which: str):
+    """The input or output tensor of LAYER's latest call (a layer reused in a rebuilt graph has the
+    original graph's call first)."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if nodes:
+        t = getattr(nodes[-1], "input_tensors" if which == "input" else "output_tensors", None)
+        if t is None and which == "output":
+            t = getattr(nodes[-1], "outputs", None)
+        if isinstance(t, (list, tuple)):
+            t = t[0] if len(t) == 1 else None
+        if t is not None:
+            return t
+    return getattr(layer, which)
+
+
 def feature_map(model):
     """The last feature map of a Keras model (a 4-d tensor of its graph), or None.
 
@@ -262,12 +277,12 @@ def feature_map(model):
         return named.output
     for layer in reversed(layers):
         if type(_core(layer)).__name__ in POOLING_LAYERS:
-            t = layer.input
+            t = _latest(layer, "input")
             if len(t.shape) == 4:
                 return t
     for layer in reversed(layers[1:]):
         if not hasattr(_core(layer), "layers"):  # a nested model's own output is not in this graph
-            t = layer.output
+            t = _latest(layer, "output")
             if not isinstance(t, (list, tuple)) and len(t.shape) == 4:
                 return t
     return None
@@ -289,19 +304,53 @@ def class_head(model):
     return np.asarray(weights[0], np.float32), np.asarray(weights[1], np.float32)
 
 
+def _keras_of(src: Source):
+    if src.flavour == "keras3":
+        import keras
+
+        return keras
+    from edge_xray.train.tfcompat import tf_keras
+
+    return tf_keras()[1]
+
+
+def _is_augmentation(layer) -> bool:
+    """A random augmentation layer (RandomFlip, RandomRotation, ...), or a Sequential made of them."""
+    if type(layer).__name__.startswith("Random"):
+        return True
+    inner = getattr(layer, "layers", None)
+    return bool(inner) and type(layer).__name__ == "Sequential" and all(_is_augmentation(x) for x in inner)
+
+
+def without_augmentation(model, keras):
+    """MODEL with its top-level random augmentation layers replaced by pass-throughs (they do nothing at
+    inference, but their random ops stay in the traced graph and TFLite cannot convert them); the
+    other layers, and so their weights, are MODEL's own."""
+    if not any(_is_augmentation(layer) for layer in model.layers):
+        return model
+
+    class PassThrough(keras.layers.Layer):
+        def call(self, inputs, mask=None, training=None):
+            return inputs
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    def clone(layer):
+        return PassThrough(name=f"{layer.name}_at_inference") if _is_augmentation(layer) else layer
+
+    image = keras.Input(model.inputs[0].shape[1:], name=f"{model.name}_image")  # a fresh, unique input name
+    return keras.models.clone_model(model, input_tensors=image, clone_function=clone)
+
+
 def network(src: Source, model=None):
-    """The Keras model to convert (MODEL, default SRC's), with the feature map as a second output when
-    it has one."""
-    model = src.model if model is None else model
+    """The Keras model to convert (MODEL, default SRC's) for inference (augmentation layers dropped),
+    with the feature map as a second output when it has one."""
+    keras = _keras_of(src)
+    model = without_augmentation(src.model if model is None else model, keras)
     feats = feature_map(model)
     if feats is None:
         return model
-    if src.flavour == "keras3":
-        import keras
-    else:
-        from edge_xray.train.tfcompat import tf_keras
-
-        _, keras = tf_keras()
     return keras.Model(model.inputs, [model.outputs[0], feats])
 
 

@@ -247,6 +247,31 @@ def test_a_tflite_without_card(converted, folders, tmp_path):
 
 
 @pytest.mark.slow
+def test_nested_model_with_augmentation_and_rescaling(folders, tmp_path):
+    """The way tutorials build one: augmentation layers, a Rescaling layer (input 0..255) and a nested
+    base network under global pooling and a dense head."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    aug = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05)])
+    base = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                             keras.layers.Conv2D(16, 3, strides=2, activation="relu")], name="base")
+    inp = keras.Input((64, 64, 3))
+    x = base(keras.layers.Rescaling(1 / 255)(aug(inp)))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inp, out).save(tmp_path / "tutorial.keras")
+    r = run("convert", tmp_path / "tutorial.keras", "--calibration", folders / "rep", "--input-range", "0,255",
+            "--out", tmp_path / "t.tflite")
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "t.json").read_text())
+    assert card["input"]["range"] == [0.0, 255.0] and card["gate"] and card["cam"]
+    r = run("compare", tmp_path / "tutorial.keras", tmp_path / "t.tflite", folders / "eval", "--json")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)  # the Keras model is fed as the card says (0..255)
+    assert c["agreement"] >= 0.9 and c["max_abs_delta_p"] < 0.1
+
+
+@pytest.mark.slow
 def test_unsupported_models_get_one_line(tmp_path):
     import keras
 
