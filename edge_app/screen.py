@@ -198,8 +198,10 @@ def check_screening_model(model: Model, no_gate: bool = False):
         raise ModelError(f"{name}: labels {'/'.join(model.labels)}: screening needs a model labelled {sets} "
                          "(convert, compare, evaluate and bench take any classifier)")
     if not model.card.gate and not no_gate:
-        raise ModelError(f"{name} has no out-of-distribution gate: convert it again with representative scans "
-                         "(the gate is fitted by default), or give --no-gate (every row then says so)")
+        how = ("convert it again with representative scans (the gate is fitted by default)"
+               if "features" in model.outputs else
+               "its network gives no feature map to fit one on (convert the Keras model, not an exported SavedModel)")
+        raise ModelError(f"{name} has no out-of-distribution gate: {how}, or give --no-gate (every row then says so)")
 
 
 def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False,
