@@ -351,7 +351,6 @@ def make_card(model, run, mode, converted, record, version) -> dict:
                             "wall_seconds": m.get("wall_seconds")}
     if record is not None:
         card["calibration"] = dict(record, steps=min(CALIBRATION_STEPS, record["count"]))
-        card["calibration"].pop("source", None) if record.get("source") == "edge-xray calibrate" else None
     return card
 
 

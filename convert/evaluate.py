@@ -152,13 +152,21 @@ def kermany(data_dir) -> bool:
 
 
 def labelled_files(data_dir, labels) -> tuple[list[Path], np.ndarray, str]:
-    """(files, truth, truth kind) of DATA_DIR: Kermany truth (0 normal, 1 bacterial, 2 viral) for a
-    screening model on a NORMAL/PNEUMONIA folder, else indices into LABELS from the class folders."""
-    if ScreeningLabels.of(labels) is not None and kermany(data_dir):
+    """(files, truth, truth kind) of DATA_DIR: for a screening model on a NORMAL/PNEUMONIA folder, Kermany
+    truth (0 normal, 1 bacterial, 2 viral; a two-label model needs no type: 0 normal, 1 pneumonia), else
+    indices into LABELS from the class folders."""
+    lab = ScreeningLabels.of(labels)
+    if lab is not None and kermany(data_dir) and lab.typed:
         from edge_xray.train.data import scan_folder
 
         items = scan_folder(data_dir)
         return [i.path for i in items], np.array([i.label for i in items]), "kermany"
+    if lab is not None and kermany(data_dir):
+        files = {c: _images(Path(data_dir) / c) for c in ("NORMAL", "PNEUMONIA")}
+        if not files["NORMAL"] or not files["PNEUMONIA"]:
+            raise InputError(f"{data_dir}: both NORMAL and PNEUMONIA images are needed")
+        truth = np.array([0] * len(files["NORMAL"]) + [1] * len(files["PNEUMONIA"]))
+        return files["NORMAL"] + files["PNEUMONIA"], truth, "kermany"
     root = Path(data_dir)
     if not root.is_dir():
         raise InputError(f"{data_dir}: not a folder")

@@ -183,8 +183,8 @@ class Model:
             flatbuffer, self.card = ModelCard.read(self.path)
             if self.LABELS is not None and self.card.labels != tuple(self.LABELS):
                 article = "an" if self.KIND[0] in "aeiou" else "a"
-                raise ModelError(f"{self.path.name}: not {article} {self.KIND} (labels {list(self.card.labels)}, expected "
-                                 f"{list(self.LABELS)})")
+                raise ModelError(f"{self.path.name}: not {article} {self.KIND} (labels {list(self.card.labels)}, "
+                                 f"expected {list(self.LABELS)})")
             self.sha256 = self.card.sha256
         else:
             self.path, self.card, self.sha256 = Path(path or "<converted>"), ModelCard(card or {}), None

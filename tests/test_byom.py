@@ -279,7 +279,8 @@ def test_unsupported_models_get_one_line(tmp_path):
     two = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([a, b])))
     keras.Model([a, b], two).save(tmp_path / "two_inputs.keras")
     inp = keras.Input((32, 32, 1))
-    keras.Model(inp, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(inp))).save(tmp_path / "regression.keras")
+    regression = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(inp))
+    keras.Model(inp, regression).save(tmp_path / "regression.keras")
     inp = keras.Input((32, 48, 3))
     keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inp))).save(tmp_path / "wide.keras")
     expected = {
@@ -320,7 +321,8 @@ def test_qat_finetunes_a_keras3_model_beside_ptq(builder_models, folders, tmp_pa
 ])
 def test_unsupported_files_get_one_line_fast(tmp_path, name, data, line):
     (tmp_path / name).write_bytes(data)
-    assert one_error_line(run("convert", tmp_path / name, "--float32", "--out", tmp_path / "o.tflite")) == f"Error: {line}"
+    r = run("convert", tmp_path / name, "--float32", "--out", tmp_path / "o.tflite")
+    assert one_error_line(r) == f"Error: {line}"
 
 
 def test_a_folder_that_is_no_model(tmp_path):
