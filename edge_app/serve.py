@@ -246,7 +246,8 @@ def slip_lines(r: Result, info: dict) -> dict:
     """What a referral slip says, for the HTML page and the PNG alike."""
     s = r.screening
     if s.ok and s.label == "PNEUMONIA":
-        detail = f"p(pneumonia) = {s.pneumonia_probability:.2f}; type: {s.pneumonia_type} ({s.type_probability:.2f})"
+        kind = f"; type: {s.pneumonia_type} ({s.type_probability:.2f})" if s.pneumonia_type else ""  # 2 labels: none
+        detail = f"p(pneumonia) = {s.pneumonia_probability:.2f}{kind}"
     elif s.ok:
         detail = f"p(pneumonia) = {s.pneumonia_probability:.2f} (threshold {s.threshold:.2f})"
     else:

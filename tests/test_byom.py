@@ -189,6 +189,15 @@ def test_compare_and_evaluate_screening_tflite_go_through_the_screen(converted, 
     r = run("evaluate", converted["keras3-grey-3-logits"], folders / "eval", "--json")
     assert r.exit_code == 0, r.output
     assert "confusion_3class" in json.loads(r.stdout)
+    # a two-label model needs no Kermany file names (no bacterial/virus in them)
+    for c in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "plain" / c).mkdir(parents=True)
+        for i, p in enumerate(sorted((folders / "eval" / c).iterdir())[:5]):
+            (tmp_path / "plain" / c / f"scan{i}.png").write_bytes(p.read_bytes())
+    r = run("evaluate", converted["keras3-rgb-2-softmax"], tmp_path / "plain", "--json")
+    assert r.exit_code == 0, r.output
+    e = json.loads(r.stdout)
+    assert e["road"] == "screener" and e["n"] + len(e["refused"]) == 10
 
 
 @pytest.mark.slow
@@ -366,3 +375,22 @@ def test_model_outputs_and_inputs_as_the_card_says():
         ModelCard({"input": {"range": [1, 0]}})
     with pytest.raises(ModelError, match="sigmoid output needs two labels"):
         ModelCard({"output": "sigmoid", "labels": ["a", "b", "c"]})
+
+
+def test_a_two_label_answer_on_the_referral_slip():
+    import datetime
+
+    from types import SimpleNamespace
+
+    from edge_xray.decision import Calibration, ScreeningLabels
+    from edge_xray.screen import Screening
+    from edge_xray.serve import slip_lines
+
+    two = Calibration(labels=ScreeningLabels.of(["NORMAL", "PNEUMONIA"]), logit_bias=(0.0, 0.0))
+    d = two.decide(np.array([0.0, 3.0]))
+    s = Screening(path="scan.png", status="ok", threshold=0.5, input_sha256="ab", **d.fields())
+    r = SimpleNamespace(screening=s, audit_sha256=None, time=datetime.datetime(2026, 1, 1), words="PNEUMONIA")
+    info = {"site_sha256": None, "name": "m", "version": "1.0", "sha256": "cd", "threshold": 0.5, "edge_xray": "x"}
+    lines = slip_lines(r, info)
+    assert lines["detail"] == f"p(pneumonia) = {d.pneumonia_probability:.2f}" and "type" not in lines["detail"]
+    assert lines["advice"].startswith("REFER TODAY: signs of pneumonia (this model does not tell")
