@@ -59,14 +59,26 @@ def _layer_config(cfg: dict) -> dict:
     return cfg
 
 
+def _is_augmentation(layer: dict) -> bool:
+    """A random augmentation layer's config (RandomFlip, ...), or a Sequential made of them."""
+    if str(layer.get("class_name", "")).startswith("Random"):
+        return True
+    inner = layer.get("config", {}).get("layers") if layer.get("class_name") == "Sequential" else None
+    return bool(inner) and all(_is_augmentation(x) for x in inner if x.get("class_name") != "InputLayer")
+
+
 def keras2_config(config: dict) -> dict:
-    """A Keras 3 functional or sequential model config in the tf_keras form (nested models too)."""
+    """A Keras 3 functional or sequential model config in the tf_keras form (nested models too). Random
+    augmentation layers become pass-throughs (they do nothing at inference; fine-tuning runs without them)."""
     out = dict(config)
     layers = []
     for layer in config["layers"]:
         layer = dict(layer)
         inner = layer.get("config", {})
-        if layer.get("class_name") in ("Functional", "Sequential", "Model"):
+        if _is_augmentation(layer):
+            layer["class_name"] = "Activation"
+            layer["config"] = {"name": inner.get("name", layer.get("name")), "activation": "linear", "trainable": False}
+        elif layer.get("class_name") in ("Functional", "Sequential", "Model"):
             layer["config"] = keras2_config(inner)
         else:
             layer["config"] = _layer_config(inner)
