@@ -26,17 +26,22 @@ def _first_line(e: Exception) -> str:
     return (text[0] if text else type(e).__name__)[:160]
 
 
-def _tensor_ref(t) -> list:
-    """A Keras 3 `__keras_tensor__` reference -> tf_keras's [layer, node, tensor, {}]."""
+MODEL_CLASSES = ("Functional", "Sequential", "Model")
+REBUILD_SECONDS = 120  # tf_keras loops forever on a graph it cannot link: give up after this
+
+
+def _tensor_ref(t, nested: set) -> list:
+    """A Keras 3 `__keras_tensor__` reference -> tf_keras's [layer, node, tensor, {}]. A nested model's
+    first node in tf_keras is its own construction, so its calls count from 1 there (from 0 in Keras 3)."""
     layer, node, index = t["config"]["keras_history"]
-    return [layer, node, index, {}]
+    return [layer, node + (1 if layer in nested else 0), index, {}]
 
 
-def _refs(arg) -> list:
+def _refs(arg, nested: set) -> list:
     if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
-        return [_tensor_ref(arg)]
+        return [_tensor_ref(arg, nested)]
     if isinstance(arg, (list, tuple)):
-        return [r for a in arg for r in _refs(a)]
+        return [r for a in arg for r in _refs(a, nested)]
     return []
 
 
@@ -72,13 +77,15 @@ def keras2_config(config: dict) -> dict:
     augmentation layers become pass-throughs (they do nothing at inference; fine-tuning runs without them)."""
     out = dict(config)
     layers = []
+    nested = {x.get("config", {}).get("name", x.get("name")) for x in config["layers"]
+              if x.get("class_name") in MODEL_CLASSES and not _is_augmentation(x)}
     for layer in config["layers"]:
         layer = dict(layer)
         inner = layer.get("config", {})
         if _is_augmentation(layer):
             layer["class_name"] = "Activation"
             layer["config"] = {"name": inner.get("name", layer.get("name")), "activation": "linear", "trainable": False}
-        elif layer.get("class_name") in ("Functional", "Sequential", "Model"):
+        elif layer.get("class_name") in MODEL_CLASSES:
             layer["config"] = keras2_config(inner)
         else:
             layer["config"] = _layer_config(inner)
@@ -86,30 +93,44 @@ def keras2_config(config: dict) -> dict:
         layer.pop("registered_name", None)
         layer.pop("build_config", None)
         if "inbound_nodes" in layer:
-            layer["inbound_nodes"] = [_refs(node.get("args", [])) if isinstance(node, dict) else node
+            layer["inbound_nodes"] = [_refs(node.get("args", []), nested) if isinstance(node, dict) else node
                                       for node in layer["inbound_nodes"]]
         layers.append(layer)
     out["layers"] = layers
     for key in ("input_layers", "output_layers"):
         v = config.get(key)
         if v and isinstance(v[0], str):  # one tensor [name, node, index] -> a list of them
-            out[key] = [v]
+            v = [v]
+        if v:
+            out[key] = [[name, node + (1 if name in nested else 0), index] for name, node, index in v]
     return out
 
 
 def tf_keras_twin(model):
     """A tf_keras model with the architecture and weights of a Keras 3 MODEL; ModelError if it cannot be."""
+    import threading
+
     _, keras = tf_keras()
     kind = type(model).__name__
-    try:
-        config = keras2_config(model.get_config())
-        twin = (keras.Sequential.from_config(config) if kind == "Sequential" else keras.Model.from_config(config))
-        twin.set_weights(model.get_weights())
-    except Exception as e:  # noqa: BLE001 - deserialization raises many types
-        raise ModelError(f"cannot rebuild this Keras 3 model as tf_keras for quantization-aware training "
-                         f"({_first_line(e)}): rebuild it with `import tf_keras as keras`, load its weights, save "
-                         "it as .h5 and pass that") from None
-    return twin
+    done: dict = {}
+
+    def rebuild():
+        try:
+            config = keras2_config(model.get_config())
+            twin = keras.Sequential.from_config(config) if kind == "Sequential" else keras.Model.from_config(config)
+            twin.set_weights(model.get_weights())
+            done["twin"] = twin
+        except Exception as e:  # noqa: BLE001 - deserialization raises many types
+            done["error"] = _first_line(e)
+
+    worker = threading.Thread(target=rebuild, daemon=True)  # daemon: a graph tf_keras cannot link spins forever
+    worker.start()
+    worker.join(REBUILD_SECONDS)
+    if "twin" not in done:
+        why = done.get("error", f"tf_keras did not finish linking its graph in {REBUILD_SECONDS} s")
+        raise ModelError(f"cannot rebuild this Keras 3 model as tf_keras for quantization-aware training ({why}): "
+                         "rebuild it with `import tf_keras as keras`, load its weights, save it as .h5 and pass that")
+    return done["twin"]
 
 
 def quantize(model):
@@ -118,8 +139,11 @@ def quantize(model):
     try:
         return mot.quantization.keras.quantize_model(model)
     except Exception as e:  # noqa: BLE001 - tfmot raises ValueError/RuntimeError with long texts
+        hint = ("build it flat (e.g. MobileNetV2(input_tensor=x, include_top=False)) or convert it with "
+                "post-training quantization alone" if "inside another" in str(e)
+                else "convert it with post-training quantization alone")
         raise ModelError(f"tensorflow-model-optimization cannot make this model quantization-aware "
-                         f"({_first_line(e)}); convert it with post-training quantization alone") from None
+                         f"({_first_line(e)}): {hint}") from None
 
 
 def loss_for(output_kind: str):
