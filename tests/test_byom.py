@@ -278,6 +278,10 @@ def test_nested_model_with_augmentation_and_rescaling(folders, tmp_path):
     assert r.exit_code == 0, r.output
     c = json.loads(r.stdout)  # the Keras model is fed as the card says (0..255)
     assert c["agreement"] >= 0.9 and c["max_abs_delta_p"] < 0.1
+    # QAT: rebuilt as tf_keras (nested base, augmentation left out), then tfmot refuses a nested base
+    line = one_error_line(run("qat", tmp_path / "tutorial.keras", folders / "rep", "--out", tmp_path / "q",
+                              "--input-range", "0,255"))
+    assert "Quantizing a keras Model inside another keras Model is not supported" in line and "build it flat" in line
 
 
 @pytest.mark.slow
