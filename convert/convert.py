@@ -1,28 +1,44 @@
-"""`edge-xray convert`: a run's QAT model to a fully integer TFLite file, or its float32 twin.
+"""`edge-xray convert`: a model to a fully integer TFLite file, or its float32 / float16 twin.
 
-INT8 preset: int8 weights and activations, int8 input and output, builtin int8 ops only (no float
-fallback), ranges from quantization-aware training and CALIBRATION_STEPS images of the
-representative set. The float32 twin is the same network with the QAT weights and no quantization,
-for parity checks on the device. Each file is written with its card (beside it and embedded).
+The model is a run's QAT model, or any image classifier a builder has (edge_xray.convert.sources: a
+Keras 3 `.keras`, a tf_keras `.h5`, a SavedModel folder). INT8 preset: int8 weights and activations,
+int8 input and output, builtin int8 ops only (no float fallback), ranges from quantization-aware
+training (a run) and CALIBRATION_STEPS images of the representative set (a `calibrate` file or a folder
+of images, edge_xray.convert.representative), mapped to the model's input as its card says (value range,
+channels). The float32 twin is the same network with the QAT weights and no quantization, for parity
+checks on the device. The out-of-distribution gate is fitted by default (from --gate-data, else the
+representative set). Each file is written with its card (beside it and embedded).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edge_xray import LABELS, __version__
 from edge_xray.card import ModelCard
-from edge_xray.errors import ModelError
+from edge_xray.decision import ScreeningLabels
+from edge_xray.errors import InputError, ModelError, UsageError
+from edge_xray.preprocess import file_sha256
 from edge_xray.train.model import arch_of, build_model
 from edge_xray.train.rundir import RunDir
-from edge_xray.train.tfcompat import load_keras_model, tf_keras
+from edge_xray.train.tfcompat import tf_keras
+
+from . import sources
 
 CALIBRATION_STEPS = 300  # representative images fed to the converter
 MODES = ("int8", "float32", "float16")
 MODEL_NAME = "edge-xray-pneumonia"
+BUILDER_VERSION = "1.0"  # the card's version of a builder's model, unless given
+MIN_GATE_IMAGES = 20  # representative images below which no gate is fitted
+RECOMMENDED_GATE_IMAGES = 200
+GATE_VAL_EVERY = 4  # every 4th representative image is held out to set the gate's thresholds
 PREPROCESSING = (
     "edge_xray.preprocess: decode, EXIF transpose, 8-bit grayscale (16-bit rescaled from its range), "
     "square bilinear resize, histogram equalisation, x = level / 255"
@@ -30,38 +46,24 @@ PREPROCESSING = (
 
 
 
-def _run_files(source: Path):
-    """(qat model path, RunDir or None) for a run folder or a model file."""
-    if source.is_dir():
-        run = RunDir(source)
-        if not run.qat_model.exists():
-            if run.finished:
-                raise ModelError(f"{source}: a float-only run (--qat-epochs 0, e.g. a teacher): no qat.h5 "
-                                 f"(evaluate its float.h5; a teacher is not for the device)")
-            raise ModelError(f"{source}: no qat.h5 in this folder (is it a finished `edge-xray train` run?)")
-        return run.qat_model, run
-    if not source.exists():
-        raise ModelError(f"{source}: no such file or folder")
-    return source, RunDir.of_model(source)
+def run_model_file(source: Path) -> Path:
+    """The qat.h5 of a run folder (ModelError when it has none)."""
+    run = RunDir(source)
+    if not run.qat_model.exists():
+        if run.finished:
+            raise ModelError(f"{source}: a float-only run (--qat-epochs 0, e.g. a teacher): no qat.h5 "
+                             f"(evaluate its float.h5; a teacher is not for the device)")
+        raise ModelError(f"{source}: no qat.h5 in this folder (is it a finished `edge-xray train` run?)")
+    return run.qat_model
 
 
 def load_source(source):
-    """(keras model, run dir) of a run folder or .h5 file; checks it is one of ours."""
-    path, run = _run_files(Path(source))
-    try:
-        model = load_keras_model(path)
-    except Exception as e:  # Keras raises many types for files that are not models
-        raise ModelError(f"{path.name}: not a readable Keras model ({str(e).splitlines()[0][:120]})") from None
-    check_ours(model, path.name)
-    return model, run
-
-
-def check_ours(model, name):
-    shape = tuple(model.input_shape)
-    out = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
-    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or out is None or out[-1] != 3:
-        raise ModelError(f"{name}: not an edge-xray model (expected input (S, S, 1) and 3 logits, got "
-                           f"{shape} -> {out})")
+    """(Keras model, run dir or None) of a run folder or a Keras model file (edge_xray.convert.sources)."""
+    src = sources.load_source(source)
+    if src.flavour == "saved_model":
+        raise ModelError(f"{src.path.name}: a SavedModel without Keras metadata is converted as it is; "
+                         "it cannot be run here as a Keras model")
+    return src.model, src.run
 
 
 def is_qat(model) -> bool:
@@ -88,16 +90,15 @@ def float_twin(model):
 def export_model(model):
     """The model with two outputs: logits and the last feature map (for heatmaps and OOD)."""
     _, keras = tf_keras()
-    feats = next((l for l in model.layers if getattr(l, "layer", l).name == "features"), None)
+    feats = sources.feature_map(model)
     if feats is None:
         return model
-    return keras.Model(model.input, [model.output, feats.output])
+    return keras.Model(model.input, [model.output, feats])
 
 
-def convert_network(model, mode: str, calibration: np.ndarray | None) -> bytes:
-    """A Keras network to a TFLite flatbuffer: MODE int8 (the INT8 preset above), float32 or float16."""
+def _quantize_settings(conv, mode: str, calibration):
+    """Set CONV up for MODE: the INT8 preset (CALIBRATION: the model's float inputs), or float16."""
     tf, _ = tf_keras()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode == "int8":
         if calibration is None or len(calibration) == 0:
             raise ModelError("--int8 needs a calibration set with images (--calibration)")
@@ -115,7 +116,63 @@ def convert_network(model, mode: str, calibration: np.ndarray | None) -> bytes:
     elif mode == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
-    return conv.convert()
+    return conv
+
+
+def convert_network(model, mode: str, calibration: np.ndarray | None) -> bytes:
+    """A tf_keras network to a TFLite flatbuffer: MODE int8 (the INT8 preset above), float32 or float16."""
+    tf, _ = tf_keras()
+    return _quantize_settings(tf.lite.TFLiteConverter.from_keras_model(model), mode, calibration).convert()
+
+
+@contextlib.contextmanager
+def _converter_log():
+    """The converter's own C++ log lines (fd 2) for the duration, in a list filled on exit: kept out of
+    the terminal, where the outcome is one line. Yields None where fd 2 cannot be redirected."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield None
+        return
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def _why(e: Exception) -> str:
+    text = str(e)
+    if "Random" in text or "Stateless" in text:
+        return ("it has random ops, e.g. augmentation layers inside a nested model: move RandomFlip, "
+                "RandomRotation, ... out of the model, or to its top level")
+    return sources._first_line(e)
+
+
+def _convert_source(src, network, mode: str, calibration) -> bytes:
+    """SRC's network (NETWORK() builds it: sources.network) to a flatbuffer; one line for a network that
+    cannot be built for inference or that TFLite cannot take."""
+    try:
+        net = network()
+    except Exception as e:  # Keras raises many types for a graph it cannot rebuild
+        raise ModelError(f"{src.path.name}: cannot build its inference network ({sources._first_line(e)})") from None
+    conv, tmp = sources.converter(src, net)
+    try:
+        with _converter_log():
+            return _quantize_settings(conv, mode, calibration).convert()
+    except ModelError:
+        raise
+    except Exception as e:  # the converter raises many types, with long texts
+        raise ModelError(f"{src.path.name}: TFLite cannot convert it to {mode} ({_why(e)})") from None
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
 
 def float_tensors(net) -> list[str]:
@@ -123,45 +180,119 @@ def float_tensors(net) -> list[str]:
     return [d["name"] for d in net.interpreter.get_tensor_details() if d["dtype"] == np.float32]
 
 
-def convert(source, out, mode: str = "int8", calibration=None, version: str = __version__,
-            float_model: str | None = None, gate_data=None) -> dict:
-    """Convert SOURCE (run folder or .h5) to OUT (.tflite) with its card; returns the card."""
-    from edge_xray.calibration.calibrate import load_calibration
+def resolve_labels(src, labels, rep) -> list[str]:
+    """The class names: LABELS (a list, or 'a,b,c'), else the run's, else the representative folder's
+    class sub-folders, else the calibrate file's (Kermany) names for 2 or 3 classes."""
+    n = 2 if src.output_kind == "sigmoid" else src.width
+    if isinstance(labels, str):
+        labels = [x.strip() for x in labels.split(",") if x.strip()]
+    if labels:
+        if len(labels) != n:
+            raise UsageError(f"--labels names {len(labels)} classes but the model has {n}")
+        if len(set(labels)) != len(labels):
+            raise UsageError("--labels: every class needs its own name")
+        return list(labels)
+    if src.flavour == "run":
+        return list(LABELS)
+    if rep is not None and rep.record.get("source") == "folder of images" and rep.class_names:
+        if len(rep.class_names) != n:
+            raise UsageError(f"the representative folder has {len(rep.class_names)} class folders "
+                             f"({', '.join(rep.class_names)}) but the model has {n} classes: give --labels")
+        return list(rep.class_names)
+    if rep is not None and n in (2, 3) and rep.class_names:
+        return list(LABELS) if n == 3 else ["NORMAL", "PNEUMONIA"]
+    raise UsageError(f"the model has {n} classes: name them with --labels A,B,... (in the order of its outputs)")
+
+
+def _gate_images(gate_data, size: int):
+    """Prepared images of a folder for the gate fit (any layout, up to FIT_IMAGES)."""
+    from edge_xray.calibration.gate import FIT_IMAGES
+
+    from .representative import from_folder
+
+    return from_folder(gate_data, size, count=FIT_IMAGES).x
+
+
+def fit_builder_gate(converted, x) -> dict:
+    """Gate parameters from prepared images X (every GATE_VAL_EVERY-th one held out to set the thresholds)."""
+    from edge_xray.calibration.gate import fit_from_features
+
+    if len(x) < MIN_GATE_IMAGES:
+        raise InputError(f"the gate needs at least {MIN_GATE_IMAGES} representative images (got {len(x)}; "
+                         f"{RECOMMENDED_GATE_IMAGES} or more recommended), or convert with --no-gate")
+    feats = [np.asarray(converted.run(xi, features=True)[1], np.float32) for xi in x]
+    val = np.arange(len(x)) % GATE_VAL_EVERY == GATE_VAL_EVERY - 1
+    return fit_from_features([x[i] for i in np.flatnonzero(~val)], [feats[i] for i in np.flatnonzero(~val)],
+                             [x[i] for i in np.flatnonzero(val)], [feats[i] for i in np.flatnonzero(val)])
+
+
+def convert(source, out, mode: str = "int8", calibration=None, version: str | None = None,
+            float_model: str | None = None, gate_data=None, labels=None, input_range=None,
+            gate: bool = True) -> dict:
+    """Convert SOURCE (a run folder, a Keras 3 / tf_keras model file, a SavedModel folder) to OUT
+    (.tflite) with its card; returns the card.
+
+    CALIBRATION: the representative set, a `calibrate` file or a folder of images (class sub-folders);
+    needed for int8 and for the gate. LABELS: the class names (default: the run's, or the folder's class
+    names). INPUT_RANGE: the model's input values for levels 0 and 1 of the prepared image (default
+    (0, 1)). GATE: fit the out-of-distribution gate of a screening model (from GATE_DATA, a folder of
+    scans, else from the representative set); the screening commands refuse a screening model without
+    one unless --no-gate. A plain classifier (other labels) gets no gate: only screening uses it.
+    """
+    from edge_xray.runtime import Model
+
+    from .representative import load as load_representative
 
     if mode not in MODES:
         raise ModelError(f"unknown mode {mode}")
-    model, run = load_source(source)
-    cal_x, manifest = (None, None)
-    if calibration is not None:
-        cal_x, manifest = load_calibration(calibration)
-        if cal_x.shape[1] != model.input_shape[1]:
-            raise ModelError(f"calibration set is {cal_x.shape[1]} px but the model takes {model.input_shape[1]} px")
-    if mode == "int8":
-        if cal_x is None:
-            raise ModelError("--int8 needs --calibration CALIB (make one with `edge-xray calibrate`)")
-        net = export_model(model)
-    else:
-        net = export_model(float_twin(model))
-    flatbuffer = convert_network(net, mode, cal_x)
-    from edge_xray.runtime import Model
+    src = sources.load_source(source)
+    rep = load_representative(calibration, src.size) if calibration is not None else None
+    names = resolve_labels(src, labels, rep)
+    lo, hi = (0.0, 1.0) if input_range is None else (float(input_range[0]), float(input_range[1]))
+    if not lo < hi:
+        raise UsageError(f"--input-range: low must be below high (got {lo}, {hi})")
+    spec = {"labels": names, "output": src.output_kind, "input": {"range": [lo, hi]}}
+    if mode == "int8" and rep is None:
+        raise UsageError("--int8 needs --calibration (a folder of images, or a file from `edge-xray calibrate`)")
+    model = src.model
+    if src.flavour == "run" and mode != "int8":
+        model = float_twin(model)
+    cal = None
+    if rep is not None:
+        from edge_xray.runtime import input_values
 
-    converted = Model(flatbuffer=flatbuffer)  # TensorFlow is loaded here, so this is tf.lite's interpreter
+        cal = input_values(rep.x, src.channels, (lo, hi))
+    if src.flavour == "saved_model":
+        flatbuffer = _convert_source(src, lambda: None, mode, cal)
+    elif src.flavour == "run":
+        flatbuffer = _convert_source(src, lambda: export_model(model), mode, cal)
+    else:
+        flatbuffer = _convert_source(src, lambda: sources.network(src, model), mode, cal)
+    if src.flavour == "saved_model":  # no Keras layers to read: the converted model's last op says
+        spec["output"] = Model(flatbuffer=flatbuffer).last_activation() if src.width > 1 else "sigmoid"
+    converted = Model(flatbuffer=flatbuffer, card=spec)  # TensorFlow is loaded: tf.lite's interpreter
     if mode == "int8":
         left = float_tensors(converted)
         if left:
             raise ModelError(f"conversion left {len(left)} float tensors (e.g. {left[0]}): not fully integer")
-    card = make_card(model, run, mode, converted, manifest, version)
+    if src.flavour == "run":
+        card = make_card(model, src.run, mode, converted, rep.record if rep else None, version or __version__)
+    else:
+        card = make_builder_card(src, spec, mode, converted, rep.record if rep else None, version or BUILDER_VERSION)
     if float_model:
         card["float_model"] = float_model
-    if gate_data is not None:
-        if run is None:
-            raise ModelError("--gate-data needs a run folder as the source (its split gives the validation scans)")
-        from edge_xray.calibration.gate import fit_gate
+    if gate and "features" in converted.outputs and ScreeningLabels.of(names) is not None:  # only screening gates
+        if gate_data is not None and src.run is not None:
+            from edge_xray.calibration.gate import fit_gate
+            from edge_xray.calibration.reference import fit_reference
 
-        card["gate"] = fit_gate(converted, run, gate_data)
-        from edge_xray.calibration.reference import fit_reference
-
-        card["reference"] = fit_reference(converted, card, run, gate_data)
+            card["gate"] = fit_gate(converted, src.run, gate_data)
+            card["reference"] = fit_reference(converted, card, src.run, gate_data)
+        elif gate_data is not None:
+            card["gate"] = dict(fit_builder_gate(converted, _gate_images(gate_data, src.size)),
+                                data="--gate-data folder")
+        elif rep is not None:
+            card["gate"] = dict(fit_builder_gate(converted, rep.x), data="the representative set")
     return ModelCard.write(out, flatbuffer, card).to_dict()
 
 
@@ -171,16 +302,18 @@ def _tensor_spec(d) -> dict:
             "zero_point": int(zp)}
 
 
-def make_card(model, run, mode, converted, manifest, version) -> dict:
+def make_card(model, run, mode, converted, record, version) -> dict:
+    """The card of a model of the project's own recipe (an `edge-xray train` run)."""
     inp = dict(_tensor_spec(converted.input), range=[0.0, 1.0], preprocessing=PREPROCESSING)
     outs = {name: _tensor_spec(d) for name, d in converted.outputs.items()}
     weights = {w.name.removeprefix("quant_"): w.numpy() for w in model.weights}
-    kernel, bias = weights["logits/kernel:0"], weights["logits/bias:0"]
+    head = sources.class_head(model)
+    kernel, bias = (weights["logits/kernel:0"], weights["logits/bias:0"]) if head is None else head
     card = {
         "name": MODEL_NAME,
         "version": version,
         "format": f"tflite-{mode}",
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _now(),
         "labels": list(LABELS),
         "pneumonia_probability": "softmax(logits / temperature + logit_bias)[BACTERIAL] + [VIRAL]",
         "input": inp,
@@ -216,10 +349,65 @@ def make_card(model, run, mode, converted, manifest, version) -> dict:
                                         + (f" --limit {t['limit']}" if t.get("limit") else "")
                                         + (f" --shift-swap {t['shift_swap']}" if t.get("shift_swap") else "")),
                             "wall_seconds": m.get("wall_seconds")}
-    if manifest is not None:
-        card["calibration"] = {"npz_sha256": manifest["npz_sha256"], "count": manifest["count"],
-                               "per_label": manifest["per_label"], "seed": manifest["seed"],
-                               "steps": min(CALIBRATION_STEPS, manifest["count"])}
+    if record is not None:
+        card["calibration"] = dict(record, steps=min(CALIBRATION_STEPS, record["count"]))
+    return card
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cam(src, labels) -> dict | None:
+    """The head's weights as the heatmap reads them (columns NORMAL, BACTERIAL, VIRAL), or None when the
+    head is not global average pooling and one dense layer, or the labels are not a screening set."""
+    head = sources.class_head(src.model) if src.flavour != "saved_model" else None
+    lab = ScreeningLabels.of(labels)
+    if head is None or lab is None:
+        return None
+    kernel, bias = head
+    if src.output_kind == "sigmoid":  # one logit z for PNEUMONIA: columns 0, z, z
+        kernel = np.concatenate([np.zeros_like(kernel), kernel, kernel], axis=1)
+        bias = np.concatenate([np.zeros_like(bias), bias, bias])
+    else:
+        cols = [lab.normal] + ([lab.bacterial, lab.viral] if lab.typed else [lab.pneumonia, lab.pneumonia])
+        kernel, bias = kernel[:, cols], bias[cols]
+    return {"kernel": np.round(kernel, 6).tolist(), "bias": np.round(bias, 6).tolist()}
+
+
+def make_builder_card(src, spec, mode, converted, record, version) -> dict:
+    """The card of a builder's classifier: what it takes and gives, where it came from, how it was made."""
+    labels = spec["labels"]
+    lab = ScreeningLabels.of(labels)
+    lo, hi = spec["input"]["range"]
+    inp = dict(_tensor_spec(converted.input), range=[lo, hi], channels=src.channels,
+               preprocessing=PREPROCESSING.replace("x = level / 255", f"x = {lo:g} + level / 255 * {hi - lo:g}")
+               + (", grey replicated to 3 channels" if src.channels == 3 else ""))
+    card = {
+        "name": src.path.stem if not src.path.is_dir() else src.path.name,
+        "version": version,
+        "format": f"tflite-{mode}",
+        "created": _now(),
+        "labels": list(labels),
+        "output": spec["output"],
+        "input": inp,
+        "outputs": {name: _tensor_spec(d) for name, d in converted.outputs.items()},
+        "temperature": 1.0,
+        "logit_bias": [0.0] * len(labels),
+        "threshold": 0.5,
+        "source": {"kind": src.described, "file": src.path.name,
+                   **({"sha256": file_sha256(src.path)} if src.path.is_file() else {})},
+        "intended_use": ("Not stated by edge-xray: a builder's model, converted as given; its figures are "
+                         "its builder's (see `edge-xray evaluate`)."),
+    }
+    if lab is not None:
+        card["pneumonia_probability"] = ("softmax(logits)[BACTERIAL] + [VIRAL]" if lab.typed
+                                         else "softmax(logits)[PNEUMONIA]")
+    cam = _cam(src, labels)
+    if cam is not None:
+        card["cam"] = cam
+    if record is not None:
+        card["calibration"] = dict(record, steps=min(CALIBRATION_STEPS, record["count"]))
     return card
 
 

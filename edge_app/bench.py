@@ -1,5 +1,8 @@
 """`edge-xray bench`: the device check after setup. Prints figures; asserts nothing.
 
+Any `.tflite` image classifier can be timed, with its card or without one (then its input is fed
+as a grey scan mapped to [0, 1], which does not change the timing).
+
 Beside the figures it names what decides them: the runtime and its version, whether the XNNPACK
 delegate was applied, the CPU model and its int8 features (edge_app/platform_info.py)."""
 
@@ -52,7 +55,7 @@ def latency_ms(m: Model, runs: int) -> list[float]:
 
 
 def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) -> dict:
-    m = Model(model, threads=threads)
+    m = Model(threads=threads) if model is None else Model.uncarded(model, threads=threads)
     times = latency_ms(m, runs)
     twin = None
     if m.card.get("float_model") and (m.path.parent / m.card["float_model"]).exists():
@@ -66,11 +69,12 @@ def bench(model=None, threads: int | None = None, image=None, runs: int = RUNS) 
     src = Image.open(io.BytesIO(data))
     return {
         "model": str(m.path),
-        "model_format": m.card.get("format"),
+        "model_format": m.card.get("format") or "tflite (no card)",
         "model_size_kb": round(os.path.getsize(m.path) / 1024, 1),
         **platform_report(m),  # runtime, its version, XNNPACK applied, CPU model and int8 features
         "threads": m.threads,
-        "input": f"{m.size}x{m.size}",
+        "input": f"{m.size}x{m.size}x{m.channels}",
+        "labels": list(m.labels),
         "model_ms_p50": round(float(np.percentile(times, 50)), 3),
         "model_ms_p95": round(float(np.percentile(times, 95)), 3),
         "runs": runs,

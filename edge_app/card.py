@@ -8,6 +8,12 @@ them, so a changed model, a changed card or a mismatched pair is refused.
 
 `ModelCard` is the one reader, validator and writer of cards: every number in a card must be finite,
 the temperature positive, the threshold a probability and the labels those the model was built with.
+
+What the network expects and gives, for a builder's classifier as for the bundled model:
+`input.range` [lo, hi] (the prepared image's 0..1 is mapped to it; default [0, 1]), the input's
+channels from its shape (grey replicated to RGB), and `output` (OUTPUT_KINDS: logits, the default;
+softmax probabilities; or one sigmoid for two labels). `gate` holds the out-of-distribution gate, when
+one was fitted.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .errors import ModelError
 
 CARD_MEMBER = "card.json"
 SIDE_ONLY_FIELDS = ("sha256", "size_bytes")
+OUTPUT_KINDS = ("logits", "softmax", "sigmoid")
 
 
 def side_card_path(model_path) -> Path:
@@ -71,6 +78,14 @@ class ModelCard:
             raise ModelError(f"model card: temperature must be positive (got {d['temperature']!r})")
         if "threshold" in d and not (isinstance(d["threshold"], (int, float)) and 0.0 < d["threshold"] < 1.0):
             raise ModelError(f"model card: threshold must lie between 0 and 1 (got {d['threshold']!r})")
+        if d.get("output", "logits") not in OUTPUT_KINDS:
+            raise ModelError(f"model card: output must be one of {', '.join(OUTPUT_KINDS)} (got {d.get('output')!r})")
+        if d.get("output") == "sigmoid" and labels is not None and len(labels) != 2:
+            raise ModelError("model card: a sigmoid output needs two labels")
+        rng = (d.get("input") or {}).get("range", [0.0, 1.0])
+        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)
+                and rng[0] < rng[1]):
+            raise ModelError(f"model card: input.range must be [low, high] with low < high (got {rng!r})")
         bias = d.get("logit_bias")
         if bias is not None and labels is not None and len(bias) != len(labels):
             raise ModelError("model card: logit_bias needs one value per label")
@@ -117,6 +132,17 @@ class ModelCard:
     @property
     def gate(self) -> dict | None:
         return self.data.get("gate")
+
+    @property
+    def output_kind(self) -> str:
+        """logits, softmax or sigmoid: what the network's class output is."""
+        return self.data.get("output", "logits")
+
+    @property
+    def input_range(self) -> tuple:
+        """(low, high): the model's input values for prepared levels 0 and 1."""
+        lo, hi = (self.data.get("input") or {}).get("range", [0.0, 1.0])
+        return float(lo), float(hi)
 
     @property
     def cam(self) -> dict | None:

@@ -72,6 +72,11 @@ allow_unverified_option = click.option(
          "also EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1).")
 
 
+no_gate_option = click.option(
+    "--no-gate", "no_gate", is_flag=True, default=False,
+    help="Run a screening model that has no out-of-distribution gate (every row and audit entry then says so).")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_option
@@ -91,8 +96,9 @@ allow_unverified_option = click.option(
 @click.option("--lang", default=None, envvar="EDGE_XRAY_LANG",
               help="Language of the advice and reasons shown (en, fr, pt, es; default: $EDGE_XRAY_LANG, else "
                    "English). JSON and CSV keep their field names; the audit log stays in English.")
+@no_gate_option
 def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_dir, audit_log, site,
-             allow_unverified, lang):
+             allow_unverified, lang, no_gate):
     """Screen chest X-rays (files or folders: PNG, JPEG, DICOM, TIFF, BMP, GIF, WebP; a DICOMDIR).
 
     Exit code 0 when every input was screened, 3 when any could not be read or was refused
@@ -114,7 +120,7 @@ def classify(paths, model, as_json, threads, output, resume, overwrite, heatmap_
     if (resume or overwrite) and not output:
         raise click.UsageError("--resume and --overwrite need --output")
     with user_errors():
-        screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified)
+        screener = load_model(model, threads=threads, site=site, allow_unverified=allow_unverified, no_gate=no_gate)
         if not screener.model_verified:
             click.echo(warning(screener.model.path), err=True)
         _site_note(screener)
@@ -278,71 +284,188 @@ def calibrate(data_dir, out, size, seed, image_size):
     click.echo(f"calibration set: {m['count']} images {m['per_label']} -> {out}")
 
 
+def _floats(value: str | None, name: str):
+    """'LOW,HIGH' -> (low, high), or None."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.UsageError(f"{name} takes two numbers, LOW,HIGH (e.g. 0,1 or -1,1 or 0,255)") from None
+    return lo, hi
+
+
+input_range_option = click.option(
+    "--input-range", default=None, metavar="LOW,HIGH",
+    help="The model's input values for black and white of the prepared scan (default 0,1; -1,1 for "
+         "MobileNet's preprocess_input; 0,255 for a model that rescales itself).")
+labels_option = click.option("--labels", default=None, metavar="A,B,...",
+                             help="Class names in the order of the model's outputs.")
+
+
 @cli.command()
 @click.argument("source", type=click.Path())
 @click.option("--int8", "mode", flag_value="int8", default=True, help="Full-integer model (default).")
 @click.option("--float32", "mode", flag_value="float32", help="The float twin of the same network.")
 @click.option("--float16", "mode", flag_value="float16", help="Float16 weights.")
-@click.option("--calibration", type=click.Path(), default=None, help="Calibration set from `edge-xray calibrate`.")
+@click.option("--calibration", type=click.Path(), default=None,
+              help="The representative set: a folder of images (one sub-folder per class) or a file from "
+                   "`edge-xray calibrate`. Needed for --int8 and for the gate.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="MODEL.tflite (card MODEL.json beside it).")
 @click.option("--float-model", default=None, help="File name of the float twin, recorded in the card.")
 @click.option("--version", "model_version", default=None, help="Model version recorded in the card.")
 @click.option("--gate-data", type=click.Path(file_okay=False), default=None,
-              help="The run's training folder: fit the out-of-distribution gate on its scans.")
-def convert(source, mode, calibration, out, float_model, model_version, gate_data):
-    """Convert a training run (or its .h5) to TFLite, with its card."""
+              help="Scans to fit the out-of-distribution gate on (a run's training folder, or any folder of "
+                   "scans; default: the representative set).")
+@click.option("--no-gate", "no_gate", is_flag=True, default=False,
+              help="Fit no gate (the screening commands then refuse the model unless given --no-gate).")
+@labels_option
+@input_range_option
+def convert(source, mode, calibration, out, float_model, model_version, gate_data, no_gate, labels, input_range):
+    """Convert a model to TFLite with its card: an `edge-xray train` run (or its .h5), a Keras 3 .keras,
+    a tf_keras .h5, or a SavedModel folder; any square grey or RGB image classifier."""
     from .convert.convert import convert as run
 
     if mode == "int8" and calibration is None:
-        raise click.UsageError("--int8 needs --calibration CALIB (make one with `edge-xray calibrate`)")
+        raise click.UsageError("--int8 needs --calibration (a folder of images, or a file from `edge-xray calibrate`)")
     with user_errors():
         card = run(source, out, mode=mode, calibration=calibration, float_model=float_model, gate_data=gate_data,
+                   labels=labels, input_range=_floats(input_range, "--input-range"), gate=not no_gate,
                    **({"version": model_version} if model_version else {}))
     click.echo(f"{out}: {card['format']}, {card['size_bytes'] / 1024:.1f} KB, sha256 {card['sha256']}")
+    click.echo(f"labels {', '.join(card['labels'])}; input {card['input']['shape'][1]}x{card['input']['shape'][2]}x"
+               f"{card['input']['shape'][3]}, range {card['input']['range']}; output {card.get('output', 'logits')}")
+    g = card.get("gate")
+    if g:
+        fit = g["fit"]
+        click.echo(f"gate: fitted on {fit['train_images']} + {fit['val_images']} images ({g.get('data', 'the run')}); "
+                   f"false refusals on the held-out ones: {fit['val_false_refusal_rate']:.1%}")
+    else:
+        from .decision import ScreeningLabels
+
+        if ScreeningLabels.of(card["labels"]) is None:
+            click.echo("gate: none (not a screening model: only screening uses one)")
+            return
+        why = ("--no-gate" if no_gate else "the model has no feature map" if "features" not in card["outputs"]
+               else "no representative images")
+        click.echo(f"gate: none ({why}): screening refuses this model unless given --no-gate", err=True)
+
+
+output_kind_option = click.option(
+    "--output-kind", type=click.Choice(["auto", "logits", "softmax", "sigmoid"]), default="auto", show_default=True,
+    help="A .tflite without a card: what its class output is (auto: from its last op).")
+
+
+def _device_line(d: dict) -> str:
+    return f"{d['kind']}, {d['size_bytes'] / 1024:.1f} KB, {d['latency_ms']:.2f} ms per image ({d['runtime']})"
 
 
 @cli.command()
 @click.argument("model", type=click.Path())
 @click.argument("data_dir", type=click.Path())
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--report", type=click.Path(file_okay=False), default=None, help="Write report.md and plots here.")
-@site_option
-def evaluate(model, data_dir, as_json, report, site):
-    """Screening metrics of a model (.tflite or a run's Keras model) on a NORMAL/PNEUMONIA folder."""
-    from .convert.evaluate import evaluate as run
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for qat.h5, ptq-int8.tflite, qat-int8.tflite and qat_report.json.")
+@click.option("--epochs", type=click.IntRange(1, 100), default=2, show_default=True, help="Fine-tuning epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-data", type=click.Path(file_okay=False), default=None,
+              help="A labelled folder the model never saw, for the figures (default: a fifth of DATA_DIR held out).")
+@labels_option
+@input_range_option
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+def qat(model, data_dir, out, epochs, seed, eval_data, labels, input_range, as_json):
+    """Fine-tune a Keras classifier quantization-aware on labelled folders, convert it to int8, and show
+    it beside post-training quantization alone (on held-out images)."""
+    from .convert.qat import qat as run
 
     with user_errors():
-        r = run(model, data_dir, report=report, site=site)
+        r = run(model, data_dir, out, epochs=epochs, seed=seed, labels=labels,
+                input_range=_floats(input_range, "--input-range"), eval_data=eval_data)
     if as_json:
         _echo_json(r)
         return
-    click.echo(f"{r['n']} images, threshold {r['threshold']:.3f}")
-    for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece",
-              "bacterial_vs_viral_accuracy"):
-        click.echo(f"{k}: {r[k]:.4f}")
-    click.echo(f"type I errors (false positives): {r['type_I_errors']}  type II errors (missed): {r['type_II_errors']}")
+    click.echo(f"{r['train_images']} images fine-tuned for {r['epochs']} epochs (loss {r['loss_per_epoch']}); "
+               f"figures on {r['held_out_images']} images ({r['figures_on']}):")
+    for name, f in r["figures"].items():
+        extra = (f", agreement with float {f['agreement_with_float']:.4f}, max |dp| {f['max_abs_delta_p']:.4f}"
+                 if "agreement_with_float" in f else "")
+        click.echo(f"{name}: accuracy {f['accuracy']:.4f}{extra}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("data_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Every figure as JSON.")
+@click.option("--report", type=click.Path(file_okay=False), default=None, help="Write report.md and plots here.")
+@site_option
+@labels_option
+@input_range_option
+@output_kind_option
+def evaluate(model, data_dir, as_json, report, site, labels, input_range, output_kind):
+    """Figures of a model (.tflite with or without a card, or a Keras model) on a labelled folder.
+
+    A screening model's .tflite is evaluated through the screen (gate, orientation, site, trust): the
+    scans it refuses are listed, not scored. Others: accuracy and per-class confusion."""
+    from .convert.evaluate import evaluate as run
+
+    with user_errors():
+        r = run(model, data_dir, report=report, site=site, labels=labels,
+                input_range=_floats(input_range, "--input-range"), output_kind=output_kind)
+    if as_json:
+        _echo_json(r)
+        return
+    click.echo(f"{r['n']} images scored ({r['road']}), threshold {r['threshold']:.3f}; {_device_line(r['device'])}")
+    if "confusion" in r:
+        click.echo(f"accuracy: {r['accuracy']:.4f}")
+        _echo_confusion(r["confusion"])
+    else:
+        for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece",
+                  "bacterial_vs_viral_accuracy"):
+            if r.get(k) is not None:
+                click.echo(f"{k}: {r[k]:.4f}")
+        click.echo(f"type I errors (false positives): {r['type_I_errors']}  type II errors (missed): {r['type_II_errors']}")
+    if r.get("refused"):
+        click.echo(f"refused by the screen: {len(r['refused'])} (see --json)", err=True)
     if r["skipped"]:
         click.echo(f"unreadable: {len(r['skipped'])}", err=True)
+
+
+def _echo_confusion(c: dict):
+    width = max(len(n) for n in c["labels"]) + 2
+    click.echo("true \\ predicted".ljust(width) + "".join(n.rjust(width) for n in c["labels"]))
+    for n, row in zip(c["labels"], c["matrix"]):
+        click.echo(n.ljust(width) + "".join(str(v).rjust(width) for v in row))
 
 
 @cli.command()
 @click.argument("float_model", type=click.Path())
 @click.argument("int8_model", type=click.Path())
 @click.argument("data_dir", type=click.Path())
-@click.option("--json", "as_json", is_flag=True)
-def compare(float_model, int8_model, data_dir, as_json):
-    """Compare a float model and its int8 version on a labelled folder."""
+@click.option("--json", "as_json", is_flag=True, help="Every figure as JSON.")
+@labels_option
+@input_range_option
+@output_kind_option
+def compare(float_model, int8_model, data_dir, as_json, labels, input_range, output_kind):
+    """Compare two versions of a model (e.g. float and int8; .tflite or Keras) on a labelled folder."""
     from .convert.evaluate import compare as run
 
     with user_errors():
-        r = run(float_model, int8_model, data_dir)
+        r = run(float_model, int8_model, data_dir, labels=labels, input_range=_floats(input_range, "--input-range"),
+                output_kind=output_kind)
     if as_json:
         _echo_json(r)
         return
-    click.echo(f"{r['n']} images: agreement {r['agreement']:.4f}, max |dp| {r['max_abs_delta_p']:.4f}, "
+    click.echo(f"{r['n']} images ({r['road']}): agreement {r['agreement']:.4f}, max |dp| {r['max_abs_delta_p']:.4f}, "
                f"mean |dp| {r['mean_abs_delta_p']:.5f}")
+    for side in ("float", "int8"):
+        click.echo(f"{side}: {_device_line(r[side])}")
     for k, v in r["delta"].items():
         click.echo(f"{k}: float {r['float'][k]:.4f}  int8 {r['int8'][k]:.4f}  delta {v:+.4f}")
+    for side in ("float", "int8"):
+        click.echo(f"{side} confusion:")
+        _echo_confusion(r[side]["confusion"])
+    for side, files in r["refused"].items():
+        if files:
+            click.echo(f"refused by the screen ({side}): {len(files)}", err=True)
     for d in r["disagreements"]:
         click.echo(f"disagree: {d['file']} float {d['float_p']:.3f} int8 {d['int8_p']:.3f}")
 
@@ -526,7 +649,8 @@ def train_intended_use(data_dir, negatives, out, run, fullres, epochs, views, se
               help="The page's language when the browser asks for none available (en, fr, pt, es; "
                    "default: $EDGE_XRAY_LANG, else English).")
 @allow_unverified_option
-def serve(host, port, model, site, audit_log, pin, pin_file, data_dir, retention_days, lang, allow_unverified):
+@no_gate_option
+def serve(host, port, model, site, audit_log, pin, pin_file, data_dir, retention_days, lang, allow_unverified, no_gate):
     """Serve the screening page, its worklist and the JSON API to a browser, offline. Stop with Ctrl+C."""
     from .i18n import normalize
     from .serve import serve as run
@@ -535,7 +659,7 @@ def serve(host, port, model, site, audit_log, pin, pin_file, data_dir, retention
         raise click.UsageError(f"--lang: no catalogue for {lang!r}")
     with user_errors():
         run(model, host=host, port=port, site=site, audit_log=audit_log, pin=pin, pin_file=pin_file, data_dir=data_dir,
-            retention_days=retention_days, lang=normalize(lang), allow_unverified=allow_unverified,
+            retention_days=retention_days, lang=normalize(lang), allow_unverified=allow_unverified, no_gate=no_gate,
             echo=lambda line: click.echo(line) or sys.stdout.flush())
 
 

@@ -3,6 +3,11 @@
 This is the one place where the model card's calibration (temperature, logit bias) and the operating
 threshold (the card's, or a site's) turn a network output into an answer. Screening, evaluation,
 metrics and heatmaps all call it.
+
+A screening model's labels are one of SCREENING_LABEL_SETS, in any order: NORMAL/BACTERIAL/VIRAL (the
+bundled model: P(pneumonia) = P(bacterial) + P(viral), and the likelier type) or NORMAL/PNEUMONIA (a
+builder's two-class model: P(pneumonia) = P(PNEUMONIA), no type, referred today). `ScreeningLabels`
+maps a card's labels to their logits; any other label set is a plain classifier, not a screen.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 NORMAL, BACTERIAL, VIRAL = 0, 1, 2  # the model's logits, in the order of edge_xray.LABELS
+PNEUMONIA = 3  # the answer of a two-label model that flags pneumonia: no type
 PNEUMONIA_TYPES = {BACTERIAL: "bacterial", VIRAL: "viral"}
+SCREENING_LABEL_SETS = (("NORMAL", "BACTERIAL", "VIRAL"), ("NORMAL", "PNEUMONIA"))
 TYPE_SURE = 0.6  # below this P(type | pneumonia) the advice says the type is uncertain (and refers today)
 # A likely viral pneumonia is referred, but not today: within this many days. A clinical choice for the
 # clinic's clinician to confirm (docs/screen.md); the advice and the page's words say it.
@@ -21,6 +28,8 @@ ADVICE = {
     "bacterial": "REFER TODAY: signs of pneumonia, likely bacterial (may need antibiotics now)",
     "viral": f"REFER WITHIN {REFER_WITHIN_DAYS} DAYS: signs of pneumonia, likely viral",
     "uncertain": "REFER TODAY: signs of pneumonia, bacterial or viral uncertain (may need antibiotics now)",
+    "pneumonia": ("REFER TODAY: signs of pneumonia (this model does not tell bacterial from viral; "
+                  "may need antibiotics now)"),
     "normal": "No pneumonia found by the screen; follow clinical signs and re-check if unwell",
     "rejected": "Not screened: {reason}",
     "error": "Not screened: {reason}",
@@ -53,23 +62,70 @@ def softmax(logits, temperature: float = 1.0, bias=None) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def pneumonia_probability(probs) -> np.ndarray:
-    """P(pneumonia) = P(bacterial) + P(viral)."""
+@dataclass(frozen=True)
+class ScreeningLabels:
+    """Where a screening model's answers are among its logits: NORMAL's index, and BACTERIAL's and
+    VIRAL's (a three-label model) or PNEUMONIA's (a two-label model)."""
+
+    names: tuple
+    normal: int
+    bacterial: int | None = None
+    viral: int | None = None
+    pneumonia: int | None = None
+
+    @property
+    def typed(self) -> bool:
+        return self.bacterial is not None
+
+    @property
+    def flagging(self) -> list:
+        """The indices whose probabilities add up to P(pneumonia)."""
+        return [self.bacterial, self.viral] if self.typed else [self.pneumonia]
+
+    @classmethod
+    def of(cls, labels) -> "ScreeningLabels | None":
+        """The map of LABELS (names, any order, any case), or None when they are not a screening set."""
+        names = tuple(str(x).upper() for x in labels)
+        if not any(sorted(names) == sorted(s) for s in SCREENING_LABEL_SETS):
+            return None
+        i = {n: k for k, n in enumerate(names)}
+        return cls(tuple(labels), i["NORMAL"], i.get("BACTERIAL"), i.get("VIRAL"), i.get("PNEUMONIA"))
+
+    @classmethod
+    def of_width(cls, n: int) -> "ScreeningLabels":
+        """The map for N logits in the standard order (3: NORMAL, BACTERIAL, VIRAL; 2: NORMAL, PNEUMONIA)."""
+        return cls.of(SCREENING_LABEL_SETS[0] if n != 2 else SCREENING_LABEL_SETS[1])
+
+
+def _labels_for(probs, labels: "ScreeningLabels | None") -> "ScreeningLabels":
+    return labels if labels is not None else ScreeningLabels.of_width(np.shape(probs)[-1])
+
+
+def pneumonia_probability(probs, labels: ScreeningLabels | None = None) -> np.ndarray:
+    """P(pneumonia) = P(bacterial) + P(viral), or P(pneumonia) of a two-label model. LABELS: where they
+    are (default: the standard order for the width of PROBS)."""
     probs = np.asarray(probs)
-    return probs[..., BACTERIAL] + probs[..., VIRAL]
+    lab = _labels_for(probs, labels)
+    if lab.typed:
+        return probs[..., lab.bacterial] + probs[..., lab.viral]
+    return probs[..., lab.pneumonia]
 
 
-def predicted_classes(probs, threshold: float) -> np.ndarray:
-    """Three-class answers (0 normal, 1 bacterial, 2 viral) of calibrated PROBS at THRESHOLD."""
+def predicted_classes(probs, threshold: float, labels: ScreeningLabels | None = None) -> np.ndarray:
+    """Answers (0 normal, 1 bacterial, 2 viral; 3 pneumonia from a two-label model) of calibrated
+    PROBS at THRESHOLD."""
     probs = np.asarray(probs, np.float64)
-    flagged = pneumonia_probability(probs) >= threshold
-    kind = np.where(probs[..., BACTERIAL] >= probs[..., VIRAL], BACTERIAL, VIRAL)
+    lab = _labels_for(probs, labels)
+    flagged = pneumonia_probability(probs, lab) >= threshold
+    if not lab.typed:
+        return np.where(flagged, PNEUMONIA, NORMAL)
+    kind = np.where(probs[..., lab.bacterial] >= probs[..., lab.viral], BACTERIAL, VIRAL)
     return np.where(flagged, kind, NORMAL)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One answer. `cls` is 0 (normal), 1 (bacterial) or 2 (viral)."""
+    """One answer. `cls` is 0 (normal), 1 (bacterial), 2 (viral) or 3 (pneumonia, type not told)."""
 
     cls: int
     pneumonia_probability: float
@@ -85,13 +141,15 @@ class Decision:
 
     @property
     def advice(self) -> str:
+        if self.cls == PNEUMONIA:
+            return ADVICE["pneumonia"]
         if self.cls != NORMAL and self.type_probability is not None and self.type_probability < TYPE_SURE:
             return ADVICE["uncertain"]
         return ADVICE[self.pneumonia_type or "normal"]
 
     @property
     def urgency(self) -> str:
-        """today (bacterial, or type uncertain), refer (likely viral) or none (no pneumonia found)."""
+        """today (bacterial, type uncertain or not told), refer (likely viral) or none (no pneumonia found)."""
         if self.cls == NORMAL:
             return URGENCY_NONE
         if self.cls == VIRAL and (self.type_probability is None or self.type_probability >= TYPE_SURE):
@@ -108,16 +166,18 @@ class Decision:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The card's calibration and an operating threshold."""
+    """The card's calibration, an operating threshold, and where the answers are among the logits."""
 
     temperature: float = 1.0
     logit_bias: tuple = (0.0, 0.0, 0.0)
     threshold: float = 0.5
+    labels: ScreeningLabels | None = None  # None: the standard order for the number of logits
 
     @classmethod
     def from_card(cls, card, threshold: float | None = None) -> "Calibration":
         """From a ModelCard; THRESHOLD (a site's) replaces the card's when given."""
-        return cls(card.temperature, card.logit_bias, card.threshold if threshold is None else float(threshold))
+        return cls(card.temperature, card.logit_bias, card.threshold if threshold is None else float(threshold),
+                   ScreeningLabels.of(card.labels) if card.labels else None)
 
     @classmethod
     def from_metrics(cls, metrics: dict) -> "Calibration":
@@ -128,10 +188,18 @@ class Calibration:
     def probabilities(self, logits) -> np.ndarray:
         return softmax(logits, self.temperature, self.logit_bias)
 
+    def pneumonia_probability(self, probs) -> np.ndarray:
+        return pneumonia_probability(probs, self.labels)
+
+    def predicted_classes(self, probs) -> np.ndarray:
+        return predicted_classes(probs, self.threshold, self.labels)
+
     def decide(self, logits) -> Decision:
         """Logits of one image -> its Decision."""
         probs = self.probabilities(logits)
-        cls = int(predicted_classes(probs, self.threshold))
-        p = float(pneumonia_probability(probs))
-        t = float(probs[cls] / max(p, 1e-12)) if cls != NORMAL else None
+        lab = _labels_for(probs, self.labels)
+        cls = int(predicted_classes(probs, self.threshold, lab))
+        p = float(pneumonia_probability(probs, lab))
+        index = {BACTERIAL: lab.bacterial, VIRAL: lab.viral}.get(cls)
+        t = float(probs[index] / max(p, 1e-12)) if index is not None else None
         return Decision(cls, p, t)

@@ -14,6 +14,7 @@ ADVICE = (
     N_("REFER TODAY: signs of pneumonia, likely bacterial (may need antibiotics now)"),
     N_("REFER WITHIN 2 DAYS: signs of pneumonia, likely viral"),
     N_("REFER TODAY: signs of pneumonia, bacterial or viral uncertain (may need antibiotics now)"),
+    N_("REFER TODAY: signs of pneumonia (this model does not tell bacterial from viral; may need antibiotics now)"),
     N_("No pneumonia found by the screen; follow clinical signs and re-check if unwell"),
     N_("Not screened: {reason}"),
 )

@@ -113,7 +113,8 @@ def human_line(s: Screening, lang: str | None = None) -> str:
     turned = (f" [file turned {s.orientation_corrected} degrees clockwise: screened upright]"
               if s.orientation_corrected else "")
     if s.label == "PNEUMONIA":
-        return f"{path}: PNEUMONIA p={p:.2f} ({s.pneumonia_type} {s.type_probability:.2f}) - {s.advice}{turned}{note}"
+        kind = f" ({s.pneumonia_type} {s.type_probability:.2f})" if s.pneumonia_type else ""  # a two-label model: none
+        return f"{path}: PNEUMONIA p={p:.2f}{kind} - {s.advice}{turned}{note}"
     return f"{path}: NORMAL p={p:.2f} - {s.advice}{turned}{note}"
 
 

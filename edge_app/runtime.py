@@ -1,13 +1,18 @@
 """The TFLite interpreter on the device: ai_edge_litert, then tflite_runtime, then tensorflow.lite.
 
-`Model` loads a network with its card (checked by sha256, validated by `ModelCard`), quantizes the
-prepared image with the model's own input scale and zero point, and returns dequantized logits and the
-last feature map. What the logits mean (calibration, threshold, advice) is edge_xray.decision's.
+`Model` loads a network with its card (checked by sha256, validated by `ModelCard`), maps the prepared
+grey image to the model's input as the card says (value range, grey replicated to RGB), quantizes it
+with the model's own input scale and zero point, and returns dequantized logits and the last feature
+map. A model whose output is already a softmax or a sigmoid (a builder's classifier) gives logits that
+softmax back to the same probabilities. A `.tflite` without a card can be opened with `Model.uncarded`
+(labels, input range and output kind given). What the logits mean (calibration, threshold, advice) is
+edge_xray.decision's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import sys
@@ -17,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from . import LABELS
-from .card import ModelCard
+from .card import ModelCard, embedded_card, side_card_path
 from .errors import ModelError
 from .preprocess import quantize
 
 RUNTIME_ENV = "EDGE_XRAY_RUNTIME"
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 MODELS_DIR = Path(__file__).parent / "models"
+MIN_PROBABILITY = 1e-7  # a softmax or sigmoid output of 0 (int8 can give one) becomes this before its log
+PASS_THROUGH_OPS = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")  # ops between a model's activation and its output
 DEFAULT_MODEL = MODELS_DIR / "edge-xray-int8.tflite"
 
 
@@ -135,29 +142,52 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def input_values(x: np.ndarray, channels: int, value_range=(0.0, 1.0)) -> np.ndarray:
+    """Prepared grey image(s) (..., size, size) in [0, 1] -> a model's float input (..., size, size,
+    CHANNELS): levels mapped to VALUE_RANGE, grey replicated to each channel (calibration uses it too)."""
+    lo, hi = (np.float32(v) for v in value_range)
+    x = lo + np.asarray(x, np.float32)[..., None] * (hi - lo)
+    return np.repeat(x, channels, axis=-1) if channels > 1 else x
+
+
+def as_logits(y: np.ndarray, kind: str) -> np.ndarray:
+    """A class output (..., k) of KIND (edge_xray.card.OUTPUT_KINDS) as logits that softmax to the same
+    probabilities: a softmax's log-probabilities, a sigmoid's [0, logit p]; logits as they are."""
+    y = np.asarray(y, np.float32)
+    if kind == "softmax":
+        return np.log(np.clip(y, MIN_PROBABILITY, 1.0))
+    if kind == "sigmoid":
+        p = np.clip(y[..., :1], MIN_PROBABILITY, 1.0 - MIN_PROBABILITY)
+        return np.concatenate([np.zeros_like(p), np.log(p / (1.0 - p))], axis=-1)
+    return y
+
+
 class Model:
     """A model file with its card, ready to run on prepared images.
 
-    Subclasses say what they are: LABELS (the card's labels, one logit each), KIND (for messages) and
-    DEFAULT (the bundled file)."""
+    Subclasses say what they are: LABELS (the card's labels, one logit each; None: any classifier, its
+    labels from the card), KIND (for messages) and DEFAULT (the bundled file). A card without labels
+    means the bundled model's (edge_xray.LABELS)."""
 
-    LABELS = LABELS
-    KIND = "pneumonia screening model"
+    LABELS = None
+    KIND = "image classifier"
     DEFAULT = DEFAULT_MODEL
 
-    def __init__(self, path=None, threads: int | None = None, flatbuffer: bytes | None = None):
-        """PATH (default: the bundled model) with its card; or FLATBUFFER alone, not yet carded
-        (conversion uses that to inspect and run a model it has just made)."""
+    def __init__(self, path=None, threads: int | None = None, flatbuffer: bytes | None = None,
+                 card: dict | None = None):
+        """PATH (default: the bundled model) with its card; or FLATBUFFER alone with CARD (default: none
+        yet; conversion uses that to inspect and run a model it has just made)."""
+        flatbuffer_only = flatbuffer is not None
         if flatbuffer is None:
             self.path = self._resolve(path).resolve()
             flatbuffer, self.card = ModelCard.read(self.path)
-            if self.card.labels != tuple(self.LABELS) and (self.card.labels or self.LABELS != LABELS):
+            if self.LABELS is not None and self.card.labels != tuple(self.LABELS):
                 article = "an" if self.KIND[0] in "aeiou" else "a"
-                raise ModelError(f"{self.path.name}: not {article} {self.KIND} (labels {list(self.card.labels)}, expected "
-                                 f"{list(self.LABELS)})")
+                raise ModelError(f"{self.path.name}: not {article} {self.KIND} (labels {list(self.card.labels)}, "
+                                 f"expected {list(self.LABELS)})")
             self.sha256 = self.card.sha256
         else:
-            self.path, self.card, self.sha256 = Path("<converted>"), ModelCard({}), None
+            self.path, self.card, self.sha256 = Path(path or "<converted>"), ModelCard(card or {}), None
         self.threads = threads or default_threads()
         try:
             self.interpreter, self.runtime, self.xnnpack = _load_interpreter(flatbuffer, self.threads)
@@ -168,12 +198,65 @@ class Model:
             raise ModelError(f"{self.path.name}: expected one image input, got {len(inp)} inputs")
         self.input = inp[0]
         self.size = int(self.input["shape"][1])
+        if self.input["shape"][1] != self.input["shape"][2] or self.input["shape"][3] not in (1, 3):
+            raise ModelError(f"{self.path.name}: expected a square grey or RGB image input, got shape "
+                             f"{[int(v) for v in self.input['shape']]}")
+        self.channels = int(self.input["shape"][3])
         self.outputs = {}
         for d in self.interpreter.get_output_details():
             self.outputs["features" if len(d["shape"]) == 4 else "logits"] = d
-        n = len(self.LABELS)
-        if "logits" not in self.outputs or int(self.outputs["logits"]["shape"][-1]) != n:
-            raise ModelError(f"{self.path.name}: expected {n} logits ({', '.join(map(str, self.LABELS)).lower()})")
+        if "logits" not in self.outputs:
+            raise ModelError(f"{self.path.name}: no class output (only a feature map)")
+        self.output_kind = self.card.output_kind
+        width = int(self.outputs["logits"]["shape"][-1])
+        if flatbuffer_only and not self.card.labels:  # not yet carded: one class per output
+            self.labels = tuple(f"class{i}" for i in range(width))
+        else:
+            self.labels = self.card.labels or tuple(self.LABELS or LABELS)
+        n = 1 if self.output_kind == "sigmoid" else len(self.labels)
+        if width != n:
+            raise ModelError(f"{self.path.name}: expected {n} outputs ({', '.join(map(str, self.labels)).lower()}), "
+                             f"got {width}")
+        lo, hi = self.card.input_range
+        self._lo, self._span = np.float32(lo), np.float32(hi - lo)
+
+    @classmethod
+    def uncarded(cls, path, labels=None, input_range=(0.0, 1.0), output: str = "auto", threads: int | None = None):
+        """A .tflite file: with its card when it has one (the card wins), else with the LABELS (default:
+        class0, class1, ...), INPUT_RANGE and OUTPUT kind (auto: from the model's last op) given here."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(f"cannot read model {path}: {e.strerror or e}") from None
+        if embedded_card(data) is not None or side_card_path(path).exists():
+            return cls(path, threads=threads)
+        probe = cls(path, threads=threads, flatbuffer=data)  # to count the outputs and find the last op
+        if output == "auto":
+            output = probe.last_activation()
+        width = int(probe.outputs["logits"]["shape"][-1])
+        if labels is None:
+            labels = [f"class{i}" for i in range(2 if output == "sigmoid" else width)]
+        card = {"labels": list(labels), "output": output, "input": {"range": [float(v) for v in input_range]}}
+        m = cls(path, threads=threads, flatbuffer=data, card=card)
+        m.path, m.sha256 = path.resolve(), hashlib.sha256(data).hexdigest()
+        return m
+
+    def last_activation(self) -> str:
+        """softmax, sigmoid or logits: the op that makes the class output (passing over (de)quantize)."""
+        try:
+            ops = self.interpreter._get_ops_details()
+        except AttributeError:  # a runtime without op details: the card or --outputs must say
+            return "logits"
+        index = self.outputs["logits"]["index"]
+        for _ in range(len(ops)):
+            op = next((o for o in ops if index in list(o["outputs"])), None)
+            if op is None:
+                break
+            if op["op_name"] not in PASS_THROUGH_OPS:
+                return {"SOFTMAX": "softmax", "LOGISTIC": "sigmoid"}.get(op["op_name"], "logits")
+            index = list(op["inputs"])[0]
+        return "logits"
 
     @classmethod
     def _resolve(cls, path) -> Path:
@@ -187,8 +270,12 @@ class Model:
     def quantized(self) -> bool:
         return self.input["dtype"] != np.float32
 
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """Prepared grey image(s) (..., size, size) in [0, 1] -> the model's float input values."""
+        return input_values(x, self.channels, (self._lo, self._lo + self._span))
+
     def _input_tensor(self, x: np.ndarray) -> np.ndarray:
-        x = x.reshape(self.input["shape"]).astype(np.float32)
+        x = self.model_input(x).reshape(self.input["shape"]).astype(np.float32)
         if self.quantized:
             scale, zp = self.input["quantization"]
             return quantize(x, scale, zp, self.input["dtype"])
@@ -203,10 +290,10 @@ class Model:
         return y[0]
 
     def run(self, x: np.ndarray, features: bool = False):
-        """Prepared image (size, size) in [0, 1] -> logits (3,), and the feature map if asked."""
+        """Prepared image (size, size) in [0, 1] -> logits (one per label), and the feature map if asked."""
         self.interpreter.set_tensor(self.input["index"], self._input_tensor(x))
         self.interpreter.invoke()
-        logits = self._output("logits")
+        logits = as_logits(self._output("logits"), self.output_kind)
         if features:
             return logits, (self._output("features") if "features" in self.outputs else None)
         return logits

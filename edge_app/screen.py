@@ -11,7 +11,10 @@ film, a lateral view, another body part: edge_xray.intended_use), orientation (a
 180 or 270 degrees is screened upright, or refused when the orientation model is unsure; it shares
 the intended-use model's prepared input), preprocessing, one int8 invocation, the
 out-of-distribution gate on the model's own features, then the calibrated decision. The gate and the
-intended-use check are always on. `load_model` loads the three models together, with the same
+intended-use check are always on: a screening model without a gate (a builder's model converted
+without representative scans) is refused, unless the caller says `no_gate` (`--no-gate`), and then
+every row's note says so. A screening model's labels are NORMAL/BACTERIAL/VIRAL or NORMAL/PNEUMONIA
+(edge_xray.decision.SCREENING_LABEL_SETS). `load_model` loads the three models together, with the same
 threads, and checks each against the package's list of shipped models (edge_xray.trust).
 
 The Screener screens one input (`assess` -> Screened: the row, the gate's feature distance, the heatmap
@@ -27,8 +30,8 @@ from typing import Iterable, Iterator, NamedTuple
 
 from PIL import Image
 
-from .decision import ADVICE, Calibration
-from .errors import ImageError
+from .decision import ADVICE, SCREENING_LABEL_SETS, Calibration, ScreeningLabels
+from .errors import ImageError, ModelError
 from .gate import Gate
 from .intended_use import IntendedUseModel
 from .orientation import REASON as ORIENTATION_REASON, OrientationModel, orient
@@ -36,6 +39,7 @@ from .preprocess import Scan, load_scan, prepare, scan_from_image
 from .runtime import Model
 
 IMAGE_SOURCE = "<image>"  # the `path` of a screening made from an in-memory image
+NO_GATE_NOTE = "no out-of-distribution gate (--no-gate): not checked for being a chest X-ray"
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,14 @@ class Screener:
     to screen files or images."""
 
     def __init__(self, model: Model, site=None, model_verified: bool = False,
-                 orientation: OrientationModel | None = None, intended_use: IntendedUseModel | None = None):
+                 orientation: OrientationModel | None = None, intended_use: IntendedUseModel | None = None,
+                 no_gate: bool = False):
         """ORIENTATION and INTENDED_USE: the auxiliary models (default: the bundled ones, with the
-        screening model's threads; `load_model` also checks them against the package's list)."""
+        screening model's threads; `load_model` also checks them against the package's list). NO_GATE:
+        run a screening model that has no gate (every row's note says so)."""
+        check_screening_model(model, no_gate)
         self.model = model
+        self.gate_note = None if model.card.gate else NO_GATE_NOTE
         self.orientation = orientation if orientation is not None else OrientationModel(threads=model.threads)
         self.intended_use = intended_use if intended_use is not None else IntendedUseModel(threads=model.threads)
         self.site = site
@@ -107,6 +115,8 @@ class Screener:
         return self.model.card
 
     def _row(self, path, status: str, **fields) -> Screening:
+        if self.gate_note:
+            fields["note"] = "; ".join(n for n in (fields.get("note"), self.gate_note) if n)
         return Screening(path=str(path), status=status, threshold=self.threshold, model_sha256=self.model.sha256,
                          site_sha256=getattr(self.site, "sha256", None), model_verified=self.model_verified, **fields)
 
@@ -186,7 +196,7 @@ class Screener:
         result = self._row(path, "ok", input_sha256=scan.sha256, orientation_corrected=degrees, note=note,
                            intended_use=p_in_use, **decision.fields())
         overlay = None
-        if heatmap and features is not None:
+        if heatmap and features is not None and self.card.cam:  # a head without CAM weights: none
             from .heatmap import draw_overlay
 
             overlay = draw_overlay(self.card, image, features, result.to_dict(),
@@ -199,8 +209,22 @@ class Screener:
         return self.gate.check_features(x, self.model.run(x, features=True)[1])
 
 
+def check_screening_model(model: Model, no_gate: bool = False):
+    """ModelError unless MODEL is a screening model (its labels) with a gate (or NO_GATE allows none)."""
+    name = model.path.name
+    if ScreeningLabels.of(model.labels) is None:
+        sets = " or ".join("/".join(s) for s in reversed(SCREENING_LABEL_SETS))
+        raise ModelError(f"{name}: labels {'/'.join(model.labels)}: screening needs a model labelled {sets} "
+                         "(convert, compare, evaluate and bench take any classifier)")
+    if not model.card.gate and not no_gate:
+        how = ("convert it again with representative scans (the gate is fitted by default)"
+               if "features" in model.outputs else
+               "its network gives no feature map to fit one on (convert the Keras model, not an exported SavedModel)")
+        raise ModelError(f"{name} has no out-of-distribution gate: {how}, or give --no-gate (every row then says so)")
+
+
 def load_model(model=None, *, threads: int | None = None, site=None, allow_unverified: bool = False,
-               orientation_model=None, intended_use_model=None) -> Screener:
+               orientation_model=None, intended_use_model=None, no_gate: bool = False) -> Screener:
     """A Screener for MODEL (a .tflite path; None: the bundled model), its card verified, with the
     orientation and intended-use models (ORIENTATION_MODEL, INTENDED_USE_MODEL: paths; None: the
     bundled ones), all three loaded with THREADS and checked the same way.
@@ -208,7 +232,8 @@ def load_model(model=None, *, threads: int | None = None, site=None, allow_unver
     SITE: a site file (path) from `edge-xray site calibrate`, whose threshold replaces the card's.
     Raises ModelError (exit code 4 on the command line) for a missing, changed or foreign model, and for
     any model file that is not one the package ships (edge_xray.trust) unless ALLOW_UNVERIFIED (or
-    EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1): then its Screenings say `model_verified: False`.
+    EDGE_XRAY_ALLOW_UNVERIFIED_MODEL=1): then its Screenings say `model_verified: False`. A model that
+    is not a screening model, or has no gate (unless NO_GATE), is refused (check_screening_model).
     """
     from .trust import check_model
 
@@ -220,4 +245,5 @@ def load_model(model=None, *, threads: int | None = None, site=None, allow_unver
         from .site import load_site
 
         site = load_site(site, m)
-    return Screener(m, site=site, model_verified=verified, orientation=orientation, intended_use=intended_use)
+    return Screener(m, site=site, model_verified=verified, orientation=orientation, intended_use=intended_use,
+                    no_gate=no_gate)

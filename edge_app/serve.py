@@ -228,7 +228,7 @@ def _interrupt(signum, frame):
 
 def serve(model=None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, site=None, audit_log=None,
           pin: str | None = None, pin_file=None, data_dir=None, retention_days: int = RETENTION_DAYS,
-          lang: str | None = None, allow_unverified: bool = False, echo=print):
+          lang: str | None = None, allow_unverified: bool = False, echo=print, no_gate: bool = False):
     """Load MODEL (with SITE), start the app on HOST:PORT with waitress and serve until interrupted.
     PIN, or the first line of PIN_FILE: the access code. ECHO gets the lines to show at start."""
     from .screen import load_model
@@ -236,7 +236,7 @@ def serve(model=None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, sit
     if pin is None and pin_file is not None:
         pin = read_pin_file(pin_file)
     code = access_code(host, pin)
-    screener = load_model(model, site=site, allow_unverified=allow_unverified)
+    screener = load_model(model, site=site, allow_unverified=allow_unverified, no_gate=no_gate)
     audit = AuditLog(audit_log, screener.model) if audit_log else None
     app = create_app(screener, audit_log=audit, pin=code, data_dir=data_dir, retention_days=retention_days, lang=lang)
     state = app.extensions["edge_xray"]
