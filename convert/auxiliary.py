@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_xray.card import ModelCard
 from edge_xray.errors import EdgeXrayError, InputError, UsageError
-from edge_xray.intended_use import IN_USE, LABELS, IntendedUseModel
+from edge_xray.intended_use import IN_USE, LABELS, TEST_TIME_VIEWS, IntendedUseModel
 from edge_xray.orientation import ANGLES, CONFIDENCE, OrientationModel
 
 from .convert import PREPROCESSING, _tensor_spec, convert_network, float_tensors
@@ -137,11 +137,13 @@ def convert_intended_use(run, out) -> dict:
     """Convert the run folder RUN (train/intended_use.py) to OUT (.tflite) with its card; returns the side card."""
     run, out = Path(run), Path(out)
     flatbuffer, net, config, ev = _convert_run(run, out, IntendedUseModel, "an intended-use")
+    net.views = TEST_TIME_VIEWS  # the threshold and figures are those of the views the device will average
     threshold, metrics = evaluate(net, ev)
     card = _card(
         config, net, LABELS,
         label_meaning="softmax over the labels; P(child_frontal_chest) is P(in use)",
         refusal_threshold=round(threshold, 6),
+        test_time_views=list(net.views),
         threshold_rule=THRESHOLD_RULE,
         intended_use="Tells a frontal chest X-ray of a young child (what the screen is made for) from an adult "
                      "chest X-ray, a lateral view, another body part or a non-X-ray, before screening. A scan "

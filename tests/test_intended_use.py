@@ -146,6 +146,29 @@ def test_the_bundled_model_has_its_card_and_is_trusted(bundled):
     assert m.card["metrics"]["validation"]["upright"]["refused"] == 0
 
 
+def test_the_check_averages_its_card_views(bundled, tmp_path):
+    """P(in use) is the mean over the card's test-time views (the input and its mirror); a card without
+    `test_time_views` runs the input as it is; an unknown view is a model error."""
+    from edge_xray.card import ModelCard, read_model
+    from edge_xray.decision import softmax
+
+    x = np.random.default_rng(3).random((64, 64)).astype(np.float32)
+    x[:, :20] *= 0.3  # not symmetric: its mirror is another input
+    one = IntendedUseModel(views=("as_is",))
+    a, b = softmax(one.run(x)), softmax(one.run(x[:, ::-1].copy()))
+    assert not np.allclose(a, b)
+    both = IntendedUseModel(views=("as_is", "mirrored"))
+    assert np.allclose(both.probabilities(x), (a + b) / 2) and np.allclose(one.probabilities(x), a)
+    flatbuffer, card = read_model(DEFAULT_INTENDED_USE_MODEL)
+    card = {k: v for k, v in card.items() if k not in ("sha256", "size_bytes", "test_time_views")}
+    ModelCard.write(tmp_path / "old.tflite", flatbuffer, card)
+    assert IntendedUseModel(tmp_path / "old.tflite").views == ("as_is",)
+    card["test_time_views"] = ["as_is", "upside_down"]
+    ModelCard.write(tmp_path / "bad.tflite", flatbuffer, card)
+    with pytest.raises(ModelError, match="unknown test-time views"):
+        IntendedUseModel(tmp_path / "bad.tflite")
+
+
 # --- training pieces (no TensorFlow) ------------------------------------------------------------
 def _negatives_folder(root: Path, n=4) -> Path:
     rows = []
