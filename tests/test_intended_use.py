@@ -220,7 +220,7 @@ def test_bundled_check_refuses_held_out_negatives_and_keeps_full_resolution_scan
     """Held-out real negatives (patients the model never learnt from): every lateral and hand refused,
     laterals for being lateral; adult films refused more often than by the screen without the check
     (at least 40 %: the figure is in docs/intended-use.md); no full-resolution child scan refused."""
-    from edge_xray.preprocess import list_images
+    from edge_xray.inputs import list_images
     from edge_xray.screen import Screener
     from edge_xray.train.intended_use import negative_files
 

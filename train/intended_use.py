@@ -323,7 +323,8 @@ def _load_negatives(negs, side, quiet):
 
 def _fullres_inputs(fullres, size):
     """Prepared inputs of the full-resolution scans, decoded as the screen decodes them."""
-    from edge_xray.preprocess import list_images, load_image, prepare
+    from edge_xray.inputs import list_images
+    from edge_xray.preprocess import load_image, prepare
 
     paths = [p for p in list_images([fullres])] if fullres else []
     # the screen decodes at the screening model's size (128 px: JPEG draft at 256); the same here
