@@ -152,6 +152,22 @@ def convert_intended_use(run, out) -> dict:
     return ModelCard.write(out, flatbuffer, card).to_dict()
 
 
+def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_VIEWS) -> dict:
+    """An intended-use model already converted, measured anew with the test-time VIEWS on EVALUATION
+    (train/intended_use.evaluation_set: the arrays its run wrote): the threshold by THRESHOLD_RULE, the
+    figures and the views go into its card; the network is unchanged. Writes OUT (default: MODEL itself,
+    whose file, with the card embedded, then has a new sha256). Returns the side card."""
+    from edge_xray.card import read_model
+
+    flatbuffer, card = read_model(model)
+    net = IntendedUseModel(flatbuffer=flatbuffer, views=views)
+    threshold, metrics = evaluate(net, evaluation)
+    card = {k: v for k, v in card.items() if k not in ("sha256", "size_bytes")}
+    card.update(refusal_threshold=round(threshold, 6), test_time_views=list(net.views), metrics=metrics,
+                threshold_chosen=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return ModelCard.write(Path(out or model), flatbuffer, card).to_dict()
+
+
 def convert_orientation(run, out) -> dict:
     """Convert the run folder RUN (train/orientation.py) to OUT (.tflite) with its card; returns the side card."""
     from edge_xray.train.orientation import rotation_report
@@ -176,6 +192,23 @@ def convert_orientation(run, out) -> dict:
     return ModelCard.write(out, flatbuffer, card).to_dict()
 
 
+def main(argv=None):
+    """`python -m edge_xray.convert.auxiliary MODEL --data TRAIN_DIR --negatives DIR [--fullres DIR]`:
+    rethreshold_intended_use on the evaluation set of DATA and NEGATIVES, in place; prints the figures."""
+    import argparse
+
+    from edge_xray.train.intended_use import evaluation_set
+
+    ap = argparse.ArgumentParser(description="re-threshold an intended-use model with the test-time views")
+    ap.add_argument("model")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--negatives", required=True)
+    ap.add_argument("--fullres", default=None)
+    args = ap.parse_args(argv)
+    card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres))
+    print("\n".join(summary(card)))
+
+
 def orientation_summary(card: dict) -> list[str]:
     """Lines for the command line: the orientation model's validation figures."""
     val = card["metrics"]["val"]
@@ -195,3 +228,7 @@ def summary(card: dict) -> list[str]:
     for k, v in m["held_out_negatives"].items():
         lines.append(f"held-out {k}: {v['refused']}/{v['n']} refused ({v['right_reason']} for the right kind)")
     return lines
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

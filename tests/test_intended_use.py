@@ -169,6 +169,28 @@ def test_the_check_averages_its_card_views(bundled, tmp_path):
         IntendedUseModel(tmp_path / "bad.tflite")
 
 
+def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_path):
+    from edge_xray.card import read_model
+    from edge_xray.convert.auxiliary import MAX_THRESHOLD, MIN_THRESHOLD, SAFETY, rethreshold_intended_use
+
+    rng = np.random.default_rng(0)
+
+    def x(n):
+        return rng.random((n, 64, 64)).astype(np.float32)
+
+    ev = {k: x(5) for k in ("validation", "validation_90", "validation_180", "validation_270", "held_out",
+                            "train_negatives")}
+    ev.update(fullres=x(3)[..., None], held_out_labels=np.array([1, 2, 3, 4, 1]),
+              train_negative_labels=np.array([1, 2, 3, 4, 4]))
+    card = rethreshold_intended_use(DEFAULT_INTENDED_USE_MODEL, ev, tmp_path / "iu.tflite")
+    m = IntendedUseModel(tmp_path / "iu.tflite")
+    assert m.views == ("as_is", "mirrored") and card["test_time_views"] == ["as_is", "mirrored"]
+    p = [m.probabilities(v)[0] for v in list(ev["validation"]) + list(ev["fullres"][..., 0])]
+    assert m.threshold == pytest.approx(np.clip(SAFETY * min(p), MIN_THRESHOLD, MAX_THRESHOLD), abs=1e-6)
+    assert read_model(tmp_path / "iu.tflite")[0] == read_model(DEFAULT_INTENDED_USE_MODEL)[0]  # the same network
+    assert card["metrics"]["held_out_negatives"]["adult_frontal"]["n"] == 2
+
+
 # --- training pieces (no TensorFlow) ------------------------------------------------------------
 def _negatives_folder(root: Path, n=4) -> Path:
     rows = []
