@@ -193,8 +193,9 @@ def convert_orientation(run, out) -> dict:
 
 
 def main(argv=None):
-    """`python -m edge_xray.convert.auxiliary MODEL --data TRAIN_DIR --negatives DIR [--fullres DIR]`:
-    rethreshold_intended_use on the evaluation set of DATA and NEGATIVES, in place; prints the figures."""
+    """`python -m edge_xray.convert.auxiliary MODEL --data TRAIN_DIR --negatives DIR [--fullres DIR]
+    [--views as_is,mirrored] [--out FILE]`: rethreshold_intended_use on the evaluation set of DATA and
+    NEGATIVES (in place unless --out); prints the figures."""
     import argparse
 
     from edge_xray.train.intended_use import evaluation_set
@@ -204,8 +205,11 @@ def main(argv=None):
     ap.add_argument("--data", required=True)
     ap.add_argument("--negatives", required=True)
     ap.add_argument("--fullres", default=None)
+    ap.add_argument("--views", default=",".join(TEST_TIME_VIEWS), help="comma-separated: as_is, mirrored")
+    ap.add_argument("--out", default=None, help="default: MODEL itself")
     args = ap.parse_args(argv)
-    card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres))
+    card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres), args.out,
+                                    tuple(args.views.split(",")))
     print("\n".join(summary(card)))
 
 

@@ -8,9 +8,9 @@ orientation model (both 64 px), so it costs one small invocation:
 
     verdict = check(probabilities)        # Verdict(p_in_use, kind, reason or None)
 
-P(in use) is the mean over the card's `test_time_views` of the prepared input (the input as it is and
-its left-right mirror: TEST_TIME_VIEWS; one invocation each), which steadies the scores of the child
-scans the model finds hardest. The scan is refused when P(in use) is below the card's `refusal_threshold` (chosen at conversion so
+P(in use) is the mean over the card's `test_time_views` of the prepared input (one invocation each;
+the bundled card has none: the input as it is; averaging with the mirror was measured and not kept,
+docs/intended-use.md). The scan is refused when P(in use) is below the card's `refusal_threshold` (chosen at conversion so
 that no validation or full-resolution scan is refused); the reason is that of the most likely
 refused class. A scan turned by 90, 180 or 270 degrees is still in use (the orientation model turns
 it back afterwards); the model saw every class at every quarter turn. `intended_use` in every row
@@ -37,7 +37,7 @@ IN_USE = 0
 # Views of the prepared input whose probabilities are averaged. The model learnt mirrored views; the
 # card names the views its threshold was chosen with (a card without `test_time_views`: "as_is" only).
 VIEWS = {"as_is": lambda x: x, "mirrored": lambda x: np.ascontiguousarray(x[:, ::-1])}
-TEST_TIME_VIEWS = ("as_is", "mirrored")  # what convert/auxiliary.py writes in new cards
+TEST_TIME_VIEWS = ("as_is",)  # what convert/auxiliary.py writes in new cards (mirror: measured, not kept)
 # A card without `refusal_threshold` refuses below this (the converter always writes one).
 DEFAULT_THRESHOLD = 0.05
 DECIMALS = 4  # of `intended_use` in the row

@@ -182,7 +182,7 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
                             "train_negatives")}
     ev.update(fullres=x(3)[..., None], held_out_labels=np.array([1, 2, 3, 4, 1]),
               train_negative_labels=np.array([1, 2, 3, 4, 4]))
-    card = rethreshold_intended_use(DEFAULT_INTENDED_USE_MODEL, ev, tmp_path / "iu.tflite")
+    card = rethreshold_intended_use(DEFAULT_INTENDED_USE_MODEL, ev, tmp_path / "iu.tflite", ("as_is", "mirrored"))
     m = IntendedUseModel(tmp_path / "iu.tflite")
     assert m.views == ("as_is", "mirrored") and card["test_time_views"] == ["as_is", "mirrored"]
     p = [m.probabilities(v)[0] for v in list(ev["validation"]) + list(ev["fullres"][..., 0])]
