@@ -391,7 +391,7 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
         raise UsageError(f"{run}: the run folder exists and is not empty")
     d = _load_data(data_dir, negatives, image_size, limit, quiet)
     items, images, skipped, tr, va = d["items"], d["images"], d["skipped"], d["tr"], d["va"]
-    negs, neg_labels, held, gen_fit, gen_held = d["negs"], d["neg_labels"], d["held"], d["gen_fit"], d["gen_held"]
+    neg_labels, held, gen_fit, gen_held = d["neg_labels"], d["held"], d["gen_fit"], d["gen_held"]
     train_neg, train_neg_labels, held_x, held_y = d["train_neg"], d["train_neg_labels"], d["held_x"], d["held_y"]
     counts = {k: {"train": int(((neg_labels == i + 1) & ~held).sum()), "held_out": int(((neg_labels == i + 1) & held).sum())}
               for i, k in enumerate(NEGATIVE_KINDS)}
