@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_xray.card import ModelCard
 from edge_xray.errors import EdgeXrayError, InputError, UsageError
-from edge_xray.intended_use import IN_USE, LABELS, IntendedUseModel
+from edge_xray.intended_use import IN_USE, LABELS, TEST_TIME_VIEWS, IntendedUseModel
 from edge_xray.orientation import ANGLES, CONFIDENCE, OrientationModel
 
 from .convert import PREPROCESSING, _tensor_spec, convert_network, float_tensors
@@ -137,17 +137,35 @@ def convert_intended_use(run, out) -> dict:
     """Convert the run folder RUN (train/intended_use.py) to OUT (.tflite) with its card; returns the side card."""
     run, out = Path(run), Path(out)
     flatbuffer, net, config, ev = _convert_run(run, out, IntendedUseModel, "an intended-use")
+    net.views = TEST_TIME_VIEWS  # the threshold and figures are those of the views the device will average
     threshold, metrics = evaluate(net, ev)
     card = _card(
         config, net, LABELS,
         label_meaning="softmax over the labels; P(child_frontal_chest) is P(in use)",
         refusal_threshold=round(threshold, 6),
+        test_time_views=list(net.views),
         threshold_rule=THRESHOLD_RULE,
         intended_use="Tells a frontal chest X-ray of a young child (what the screen is made for) from an adult "
                      "chest X-ray, a lateral view, another body part or a non-X-ray, before screening. A scan "
                      "turned by a quarter turn counts as in use (the orientation model corrects it).",
         metrics=metrics)
     return ModelCard.write(out, flatbuffer, card).to_dict()
+
+
+def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_VIEWS) -> dict:
+    """An intended-use model already converted, measured anew with the test-time VIEWS on EVALUATION
+    (train/intended_use.evaluation_set: the arrays its run wrote): the threshold by THRESHOLD_RULE, the
+    figures and the views go into its card; the network is unchanged. Writes OUT (default: MODEL itself,
+    whose file, with the card embedded, then has a new sha256). Returns the side card."""
+    from edge_xray.card import read_model
+
+    flatbuffer, card = read_model(model)
+    net = IntendedUseModel(flatbuffer=flatbuffer, views=views)
+    threshold, metrics = evaluate(net, evaluation)
+    card = {k: v for k, v in card.items() if k not in ("sha256", "size_bytes")}
+    card.update(refusal_threshold=round(threshold, 6), test_time_views=list(net.views), metrics=metrics,
+                threshold_chosen=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return ModelCard.write(Path(out or model), flatbuffer, card).to_dict()
 
 
 def convert_orientation(run, out) -> dict:
@@ -174,6 +192,27 @@ def convert_orientation(run, out) -> dict:
     return ModelCard.write(out, flatbuffer, card).to_dict()
 
 
+def main(argv=None):
+    """`python -m edge_xray.convert.auxiliary MODEL --data TRAIN_DIR --negatives DIR [--fullres DIR]
+    [--views as_is,mirrored] [--out FILE]`: rethreshold_intended_use on the evaluation set of DATA and
+    NEGATIVES (in place unless --out); prints the figures."""
+    import argparse
+
+    from edge_xray.train.intended_use import evaluation_set
+
+    ap = argparse.ArgumentParser(description="re-threshold an intended-use model with the test-time views")
+    ap.add_argument("model")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--negatives", required=True)
+    ap.add_argument("--fullres", default=None)
+    ap.add_argument("--views", default=",".join(TEST_TIME_VIEWS), help="comma-separated: as_is, mirrored")
+    ap.add_argument("--out", default=None, help="default: MODEL itself")
+    args = ap.parse_args(argv)
+    card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres), args.out,
+                                    tuple(args.views.split(",")))
+    print("\n".join(summary(card)))
+
+
 def orientation_summary(card: dict) -> list[str]:
     """Lines for the command line: the orientation model's validation figures."""
     val = card["metrics"]["val"]
@@ -193,3 +232,7 @@ def summary(card: dict) -> list[str]:
     for k, v in m["held_out_negatives"].items():
         lines.append(f"held-out {k}: {v['refused']}/{v['n']} refused ({v['right_reason']} for the right kind)")
     return lines
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -8,7 +8,9 @@ orientation model (both 64 px), so it costs one small invocation:
 
     verdict = check(probabilities)        # Verdict(p_in_use, kind, reason or None)
 
-The scan is refused when P(in use) is below the card's `refusal_threshold` (chosen at conversion so
+P(in use) is the mean over the card's `test_time_views` of the prepared input (one invocation each;
+the bundled card has none: the input as it is; averaging with the mirror was measured and not kept,
+docs/intended-use.md). The scan is refused when P(in use) is below the card's `refusal_threshold` (chosen at conversion so
 that no validation or full-resolution scan is refused); the reason is that of the most likely
 refused class. A scan turned by 90, 180 or 270 degrees is still in use (the orientation model turns
 it back afterwards); the model saw every class at every quarter turn. `intended_use` in every row
@@ -25,12 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from .decision import softmax
+from .errors import ModelError
 from .runtime import MODELS_DIR, Model
 
 MODEL_NAME = "edge-xray-intended-use"
 DEFAULT_INTENDED_USE_MODEL = MODELS_DIR / "edge-xray-intended-use-int8.tflite"
 LABELS = ("child_frontal_chest", "adult_frontal_chest", "lateral_chest", "other_body_part", "not_xray")
 IN_USE = 0
+# Views of the prepared input whose probabilities are averaged. The model learnt mirrored views; the
+# card names the views its threshold was chosen with (a card without `test_time_views`: "as_is" only).
+VIEWS = {"as_is": lambda x: x, "mirrored": lambda x: np.ascontiguousarray(x[:, ::-1])}
+TEST_TIME_VIEWS = ("as_is",)  # what convert/auxiliary.py writes in new cards (mirror: measured, not kept)
 # A card without `refusal_threshold` refuses below this (the converter always writes one).
 DEFAULT_THRESHOLD = 0.05
 DECIMALS = 4  # of `intended_use` in the row
@@ -72,18 +79,24 @@ class IntendedUseModel(Model):
     KIND = "intended-use model"
     DEFAULT = DEFAULT_INTENDED_USE_MODEL
 
-    def __init__(self, path=None, threads: int | None = None, flatbuffer: bytes | None = None):
+    def __init__(self, path=None, threads: int | None = None, flatbuffer: bytes | None = None, views=None):
+        """VIEWS (names in VIEWS): default the card's `test_time_views`, else "as_is" alone."""
         super().__init__(path, threads, flatbuffer)
         self._lock = threading.Lock()
+        self.views = tuple(views or self.card.get("test_time_views") or ("as_is",))
+        unknown = [v for v in self.views if v not in VIEWS]
+        if unknown:
+            raise ModelError(f"{self.path.name}: unknown test-time views {unknown} (known: {', '.join(VIEWS)})")
 
     @property
     def threshold(self) -> float:
         return float(self.card.get("refusal_threshold", DEFAULT_THRESHOLD))
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Prepared image (size, size) in [0, 1] -> the five probabilities (LABELS order)."""
+        """Prepared image (size, size) in [0, 1] -> the five probabilities (LABELS order), averaged over
+        the model's test-time views."""
         with self._lock:  # one interpreter, possibly shared by threads
-            return softmax(self.run(x))
+            return np.mean([softmax(self.run(VIEWS[v](x))) for v in self.views], axis=0)
 
     def probabilities_batch(self, xs: np.ndarray) -> np.ndarray:
         """Prepared images (n, size, size[, 1]) -> probabilities (n, 5)."""

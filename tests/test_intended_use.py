@@ -146,6 +146,51 @@ def test_the_bundled_model_has_its_card_and_is_trusted(bundled):
     assert m.card["metrics"]["validation"]["upright"]["refused"] == 0
 
 
+def test_the_check_averages_its_card_views(bundled, tmp_path):
+    """P(in use) is the mean over the card's test-time views (the input and its mirror); a card without
+    `test_time_views` runs the input as it is; an unknown view is a model error."""
+    from edge_xray.card import ModelCard, read_model
+    from edge_xray.decision import softmax
+
+    x = np.random.default_rng(3).random((64, 64)).astype(np.float32)
+    x[:, :20] *= 0.3  # not symmetric: its mirror is another input
+    one = IntendedUseModel(views=("as_is",))
+    a, b = softmax(one.run(x)), softmax(one.run(x[:, ::-1].copy()))
+    assert not np.allclose(a, b)
+    both = IntendedUseModel(views=("as_is", "mirrored"))
+    assert np.allclose(both.probabilities(x), (a + b) / 2) and np.allclose(one.probabilities(x), a)
+    flatbuffer, card = read_model(DEFAULT_INTENDED_USE_MODEL)
+    card = {k: v for k, v in card.items() if k not in ("sha256", "size_bytes", "test_time_views")}
+    ModelCard.write(tmp_path / "old.tflite", flatbuffer, card)
+    assert IntendedUseModel(tmp_path / "old.tflite").views == ("as_is",)
+    card["test_time_views"] = ["as_is", "upside_down"]
+    ModelCard.write(tmp_path / "bad.tflite", flatbuffer, card)
+    with pytest.raises(ModelError, match="unknown test-time views"):
+        IntendedUseModel(tmp_path / "bad.tflite")
+
+
+def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_path):
+    from edge_xray.card import read_model
+    from edge_xray.convert.auxiliary import MAX_THRESHOLD, MIN_THRESHOLD, SAFETY, rethreshold_intended_use
+
+    rng = np.random.default_rng(0)
+
+    def x(n):
+        return rng.random((n, 64, 64)).astype(np.float32)
+
+    ev = {k: x(5) for k in ("validation", "validation_90", "validation_180", "validation_270", "held_out",
+                            "train_negatives")}
+    ev.update(fullres=x(3)[..., None], held_out_labels=np.array([1, 2, 3, 4, 1]),
+              train_negative_labels=np.array([1, 2, 3, 4, 4]))
+    card = rethreshold_intended_use(DEFAULT_INTENDED_USE_MODEL, ev, tmp_path / "iu.tflite", ("as_is", "mirrored"))
+    m = IntendedUseModel(tmp_path / "iu.tflite")
+    assert m.views == ("as_is", "mirrored") and card["test_time_views"] == ["as_is", "mirrored"]
+    p = [m.probabilities(v)[0] for v in list(ev["validation"]) + list(ev["fullres"][..., 0])]
+    assert m.threshold == pytest.approx(np.clip(SAFETY * min(p), MIN_THRESHOLD, MAX_THRESHOLD), abs=1e-6)
+    assert read_model(tmp_path / "iu.tflite")[0] == read_model(DEFAULT_INTENDED_USE_MODEL)[0]  # the same network
+    assert card["metrics"]["held_out_negatives"]["adult_frontal"]["n"] == 2
+
+
 # --- training pieces (no TensorFlow) ------------------------------------------------------------
 def _negatives_folder(root: Path, n=4) -> Path:
     rows = []
@@ -197,7 +242,7 @@ def test_bundled_check_refuses_held_out_negatives_and_keeps_full_resolution_scan
     """Held-out real negatives (patients the model never learnt from): every lateral and hand refused,
     laterals for being lateral; adult films refused more often than by the screen without the check
     (at least 40 %: the figure is in docs/intended-use.md); no full-resolution child scan refused."""
-    from edge_xray.preprocess import list_images
+    from edge_xray.inputs import list_images
     from edge_xray.screen import Screener
     from edge_xray.train.intended_use import negative_files
 

@@ -323,7 +323,8 @@ def _load_negatives(negs, side, quiet):
 
 def _fullres_inputs(fullres, size):
     """Prepared inputs of the full-resolution scans, decoded as the screen decodes them."""
-    from edge_xray.preprocess import list_images, load_image, prepare
+    from edge_xray.inputs import list_images
+    from edge_xray.preprocess import load_image, prepare
 
     paths = [p for p in list_images([fullres])] if fullres else []
     # the screen decodes at the screening model's size (128 px: JPEG draft at 256); the same here
@@ -331,17 +332,8 @@ def _fullres_inputs(fullres, size):
                                      if paths else np.zeros((0, size, size, 1), np.float32))
 
 
-def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPOCHS, qat_epochs: int = QAT_EPOCHS,
-                       seed: int = 0, views: int = VIEWS_PER_EPOCH, limit: int | None = None,
-                       batch_size: int = BATCH_SIZE, drop_blocks: int = DROP_BLOCKS, image_size: int = IMAGE_SIZE,
-                       quiet: bool = False) -> Path:
-    """Train on DATA_DIR (positives) and NEGATIVES; write the run folder RUN; returns its path."""
-    t_start = time.time()
-    run = Path(run)
-    if run.suffix == ".tflite":
-        raise UsageError(f"--out for the run folder must be a folder, not a model file ({run.name})")
-    if run.exists() and any(run.iterdir()):
-        raise UsageError(f"{run}: the run folder exists and is not empty")
+def _load_data(data_dir, negatives, image_size: int, limit=None, quiet: bool = True) -> dict:
+    """Positives (split by patient) and negatives (learnt from / held out), kept at twice IMAGE_SIZE."""
     items = stratified_limit(scan_folder(data_dir), limit, SPLIT_SEED)
     negs = negative_files(negatives)
     items, images, skipped = load_images(items, SOURCE_SIZE)
@@ -357,8 +349,50 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     held = np.array([n.held_out for n in negs], bool)
     gen_fit = generated_negatives("fit")
     gen_held = generated_negatives("held-out")
-    train_neg = np.concatenate([neg_images[~held], np.stack([squash(im, side) for _, im in gen_fit])])
-    train_neg_labels = np.concatenate([neg_labels[~held], np.full(len(gen_fit), NOT_XRAY)])
+    return dict(
+        items=items, images=images, skipped=skipped, tr=tr, va=va, negs=negs, neg_labels=neg_labels, held=held,
+        gen_fit=gen_fit, gen_held=gen_held,
+        train_neg=np.concatenate([neg_images[~held], np.stack([squash(im, side) for _, im in gen_fit])]),
+        train_neg_labels=np.concatenate([neg_labels[~held], np.full(len(gen_fit), NOT_XRAY)]),
+        held_x=np.concatenate([neg_images[held], np.stack([squash(im, side) for _, im in gen_held])]),
+        held_y=np.concatenate([neg_labels[held], np.full(len(gen_held), NOT_XRAY)]))
+
+
+def _evaluation(d: dict, fullres, image_size: int) -> dict:
+    """The run's evaluation arrays (evaluation.npz) from _load_data's DATA."""
+    fr_names, fr_x = _fullres_inputs(fullres, image_size)
+    val_x = d["images"][d["va"]]
+    return dict(
+        validation=prepared(val_x, image_size), validation_90=prepared(val_x, image_size, 1),
+        validation_180=prepared(val_x, image_size, 2), validation_270=prepared(val_x, image_size, 3),
+        validation_names=np.array([d["items"][i].path.name for i in d["va"]]),
+        fullres=fr_x, fullres_names=np.array(fr_names),
+        held_out=prepared(d["held_x"], image_size), held_out_labels=d["held_y"],
+        held_out_names=np.array([n.path.name for n in d["negs"] if n.held_out] + [name for name, _ in d["gen_held"]]),
+        train_negatives=prepared(d["train_neg"], image_size), train_negative_labels=d["train_neg_labels"])
+
+
+def evaluation_set(data_dir, negatives, fullres=None, image_size: int = IMAGE_SIZE) -> dict:
+    """The evaluation arrays a run of DATA_DIR and NEGATIVES writes (evaluation.npz), without training:
+    to measure (or re-threshold, convert/auxiliary.rethreshold_intended_use) a model already made."""
+    return _evaluation(_load_data(data_dir, negatives, image_size), fullres, image_size)
+
+
+def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPOCHS, qat_epochs: int = QAT_EPOCHS,
+                       seed: int = 0, views: int = VIEWS_PER_EPOCH, limit: int | None = None,
+                       batch_size: int = BATCH_SIZE, drop_blocks: int = DROP_BLOCKS, image_size: int = IMAGE_SIZE,
+                       quiet: bool = False) -> Path:
+    """Train on DATA_DIR (positives) and NEGATIVES; write the run folder RUN; returns its path."""
+    t_start = time.time()
+    run = Path(run)
+    if run.suffix == ".tflite":
+        raise UsageError(f"--out for the run folder must be a folder, not a model file ({run.name})")
+    if run.exists() and any(run.iterdir()):
+        raise UsageError(f"{run}: the run folder exists and is not empty")
+    d = _load_data(data_dir, negatives, image_size, limit, quiet)
+    items, images, skipped, tr, va = d["items"], d["images"], d["skipped"], d["tr"], d["va"]
+    neg_labels, held, gen_fit, gen_held = d["neg_labels"], d["held"], d["gen_fit"], d["gen_held"]
+    train_neg, train_neg_labels, held_x, held_y = d["train_neg"], d["train_neg_labels"], d["held_x"], d["held_y"]
     counts = {k: {"train": int(((neg_labels == i + 1) & ~held).sum()), "held_out": int(((neg_labels == i + 1) & held).sum())}
               for i, k in enumerate(NEGATIVE_KINDS)}
     counts["not_xray_generated"] = {"train": len(gen_fit), "held_out": len(gen_held)}
@@ -372,8 +406,6 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     from .orientation import build_orientation_model
 
     model = build_orientation_model(image_size, ARCH, drop_blocks, classes=len(LABELS), name="edge_xray_intended_use")
-    held_x = np.concatenate([neg_images[held], np.stack([squash(im, side) for _, im in gen_held])])
-    held_y = np.concatenate([neg_labels[held], np.full(len(gen_held), NOT_XRAY)])
     val = (np.concatenate([prepared(images[va], image_size), prepared(held_x, image_size)]),
            np.concatenate([np.zeros(len(va), int), held_y]))
     pos = images[tr]
@@ -391,16 +423,9 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     cal_src = [pos[i] for i in rng.choice(len(pos), CALIBRATION_VIEWS // 2)]
     cal_src += [train_neg[i] for i in rng.choice(len(train_neg), CALIBRATION_VIEWS - len(cal_src))]
     np.save(run / "calibration.npy", np.stack([view(a, image_size, rng) for a in cal_src])[..., None].astype(np.float32))
-    fr_names, fr_x = _fullres_inputs(fullres, image_size)
-    val_x = images[va]
-    np.savez_compressed(
-        run / "evaluation.npz",
-        validation=prepared(val_x, image_size), validation_90=prepared(val_x, image_size, 1),
-        validation_180=prepared(val_x, image_size, 2), validation_270=prepared(val_x, image_size, 3), validation_names=np.array([items[i].path.name for i in va]),
-        fullres=fr_x, fullres_names=np.array(fr_names),
-        held_out=prepared(held_x, image_size), held_out_labels=held_y,
-        held_out_names=np.array([n.path.name for n in negs if n.held_out] + [name for name, _ in gen_held]),
-        train_negatives=prepared(train_neg, image_size), train_negative_labels=train_neg_labels)
+    ev = _evaluation(d, fullres, image_size)
+    np.savez_compressed(run / "evaluation.npz", **ev)
+    fr_names = ev["fullres_names"]
     from .train import package_versions
     from .model import multiply_adds
 
