@@ -70,7 +70,8 @@ class TrainConfig:
     augmentation: dict = field(default_factory=lambda: {
         k: getattr(aug, k) for k in (
             "ROTATION_DEG", "SHIFT", "ZOOM", "ASPECT", "P_BLUR", "BLUR_RADIUS", "P_RESAMPLE",
-            "RESAMPLE_FACTOR", "P_NOISE", "NOISE_SIGMA", "GAMMA", "CONTRAST", "BLACK_LEVEL")
+            "RESAMPLE_FACTOR", "P_NOISE", "NOISE_SIGMA", "GAMMA", "CONTRAST", "BLACK_LEVEL", "P_BORDER",
+            "BORDER_FRACTION")
     })
 
 
