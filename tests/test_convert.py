@@ -100,22 +100,25 @@ def test_float_keras_matches_float32_tflite(tiny_models, subset):
 
 def test_qat_keras_matches_int8_tflite(tiny_models, subset):
     """Logits within a few output quantization steps, and the same answer wherever that difference cannot
-    cross the threshold. The tiny model (one short epoch at 32 px) can be degenerate: its logits differ
-    between images by less than one output step (tfmot's initial output range, about +-6, in 256 steps),
-    so every image gets the same score and the operating point lands exactly on it; the answers are then
-    decided by float rounding (1e-7) between Keras and TFLite, and disagreed on every image 2 runs in 7.
-    Images whose answer the allowed logit difference can flip are left out of the answer comparison."""
+    cross the threshold (an image whose score sits within it of the threshold may go either way).
+
+    This failed 2 runs in 7 (issue 20): the tiny model was degenerate. After its 4 training steps the
+    BatchNorm moving statistics were still their initial values, so in inference every image got the
+    same logits, the operating point landed exactly on that one score, and float rounding (1e-7) between
+    Keras and TFLite decided every answer. Training now sets the momentum for the schedule's length
+    (train.keep_up_statistics); the first check below fails if the model collapses again."""
     from edge_xray.convert.convert import load_source
 
     qat, _ = load_source(tiny_models["run"])
     card = json.loads(tiny_models["int8"].with_suffix(".json").read_text())
     step = card["outputs"]["logits"]["scale"]
     tol = 4 * step  # a few output quantization steps
-    labels = np.array([0 if p.parent.name == "NORMAL" else 1 for p in sorted(subset.rglob("*.jpeg"))])
     for i, x in enumerate(inputs(subset)):
         k = qat.predict(x[..., None], verbose=0)
         t, m = tflite_logits(tiny_models["int8"], x)
         assert np.abs(k - t).max() <= tol
+        if i == 0:  # not a collapsed model: the real scans' logits spread over several output steps
+            assert (t.max(axis=0) - t.min(axis=0)).max() >= 4 * step
         cal = Calibration.from_card(m.card)
         pk, pt = (pneumonia_probability(cal.probabilities(z)) for z in (k, t))
         # the pneumonia probability's range over logits within TOL of the Keras ones
@@ -125,10 +128,7 @@ def test_qat_keras_matches_int8_tflite(tiny_models, subset):
         decidable = (lo > m.card.threshold) | (hi < m.card.threshold)
         yk, yt = pk >= m.card.threshold, pt >= m.card.threshold
         assert (yk == yt)[decidable].all()
-        if i == 0 and decidable.any():
-            acc_k = (yk == labels)[decidable].mean()
-            acc_t = (yt == labels)[decidable].mean()
-            assert abs(acc_k - acc_t) <= 0.005
+        assert decidable.any()
 
 
 def test_compare_and_evaluate_commands(tiny_models, subset, tmp_path):
