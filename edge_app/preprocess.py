@@ -50,7 +50,7 @@ BORDER_NOISE_K = 4.0  # the tolerance in units of the border's own noise, within
 BORDER_MARKS = 0.05  # share of the edge where marks or text in the border may stop it early
 BORDER_EDGE_SHARE, BORDER_EDGE_PX = 0.3, 1  # a straight edge: 30 % of it ends within 1 reduced pixel
 BORDER_STEP_PX, BORDER_STEP_K = 2, 2.0  # and a step: 2 pixels inside it, twice the tolerance off the level
-BORDER_STEP_MIN = 24  # grey levels, and at least this
+BORDER_STEP_MIN = 12  # grey levels, and at least this
 
 
 @dataclass(frozen=True)
