@@ -93,9 +93,10 @@ def figures(name: str, model: Model, grays: list[np.ndarray]) -> dict:
             counts += [flips, to_pneumonia]
         key = f"{kind} {fraction:.0%} {sides}"
         rows[key] = counts
-        print(f"{key:28s} {counts[0]:>6d} ({counts[0] / n:5.1%}) {counts[1]:>13d} {counts[2]:>5d} ({counts[2] / n:5.1%})"
-              f" {counts[3]:>13d}")
-    return {"scans": n, "unframed_cropped": int((depths > 0).sum()), "unframed_cropped_over_2pct": int((depths > 0.02).sum()),
+        print(f"{key:28s} {counts[0]:>6d} ({counts[0] / n:5.1%}) {counts[1]:>13d} "
+              f"{counts[2]:>5d} ({counts[2] / n:5.1%}) {counts[3]:>13d}")
+    return {"scans": n, "unframed_cropped": int((depths > 0).sum()),
+            "unframed_cropped_over_2pct": int((depths > 0.02).sum()),
             "unframed_deepest_crop": round(float(depths.max()), 4), "unframed_answers_changed": changed,
             "flips": {k: {"before": v[0], "before_to_pneumonia": v[1], "after": v[2], "after_to_pneumonia": v[3]}
                       for k, v in rows.items()}}

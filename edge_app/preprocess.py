@@ -274,7 +274,8 @@ def _border_depth(lines: np.ndarray, limit: int):
         inside = lines[np.minimum(stop[edge] + BORDER_STEP_PX, lines.shape[0] - 1), edge]
         if np.median(np.abs(inside - local[edge])) < max(BORDER_STEP_K * tol, BORDER_STEP_MIN):
             return None  # no step at the edge: the radiograph's own grey levels ramp up from its edge
-    return depth, float(np.median(local)), max(tol, float(np.ptp(local)) / 2), (edge if edge.size else np.arange(lines.shape[1]))
+    points = edge if edge.size else np.arange(lines.shape[1])
+    return depth, float(np.median(local)), max(tol, float(np.ptp(local)) / 2), points
 
 
 def _refine(view: np.ndarray, depth: int, factor: int, level: float, tol: float, points: np.ndarray) -> int:

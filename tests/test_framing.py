@@ -36,7 +36,8 @@ def true_box(gray, fractions):
 @pytest.mark.parametrize("kind", ["black", "white", "noisy"])
 @pytest.mark.parametrize("fraction", [0.05, 0.1, 0.2, 0.3])
 def test_borders_on_one_to_four_sides_are_cropped_to_the_radiograph(kind, fraction):
-    gray = (xray_like((400, 360), seed=1).astype(np.int16) + 40).clip(0, 230).astype(np.uint8)  # edges unlike the border
+    # the scan's edges a little brighter than a dark border
+    gray = (xray_like((400, 360), seed=1).astype(np.int16) + 40).clip(0, 230).astype(np.uint8)
     h, w = gray.shape
     for i, sides in enumerate(SIDES):
         fractions = [fraction * s for s in sides]
@@ -46,8 +47,8 @@ def test_borders_on_one_to_four_sides_are_cropped_to_the_radiograph(kind, fracti
         # never into the radiograph
         assert box[0] <= want[0] + 1 and box[1] <= want[1] + 1 and box[2] >= want[2] - 1 and box[3] >= want[3] - 1
         slack_x, slack_y = 0.03 * framed.shape[1], 0.03 * framed.shape[0]  # a sliver of border may stay
-        assert want[0] - slack_x <= box[0] <= want[0] + 1 and want[1] - slack_y <= box[1] <= want[1] + 1, (sides, box, want)
-        assert want[2] - 1 <= box[2] <= want[2] + slack_x and want[3] - 1 <= box[3] <= want[3] + slack_y, (sides, box, want)
+        assert box[0] >= want[0] - slack_x and box[1] >= want[1] - slack_y, (sides, box, want)
+        assert box[2] <= want[2] + slack_x and box[3] <= want[3] + slack_y, (sides, box, want)
         x = prepare(Image.fromarray(framed), 64)
         assert np.abs(x - prepare(Image.fromarray(gray), 64)).mean() < 0.06  # the model sees the scan, not the frame
     assert (h, w) == gray.shape
