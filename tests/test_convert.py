@@ -185,7 +185,11 @@ def test_gate_fit_writes_a_working_gate_into_the_card(tiny_models, data_dir, tmp
                    gate_data=data_dir)
     g = card["gate"]
     assert len(g["template"]) == TEMPLATE_SIDE**2 and len(g["mean"]) == len(g["components"][0])
-    assert g["fit"]["val_false_refusal_rate"] <= 0.05 and g["template_min_correlation"] < g["fit"]["lowest_real_correlation"]
+    # at most 5 %, or one scan of the tiny run's few validation scans (a working tiny model refused 1 of 9
+    # in 1 run of 10; the collapsed one it had before refused none, trivially)
+    refused = g["fit"]["val_false_refusal_rate"] * g["fit"]["val_images"]
+    assert refused <= max(1, 0.05 * g["fit"]["val_images"]) + 1e-6
+    assert g["template_min_correlation"] < g["fit"]["lowest_real_correlation"]
     gate = Gate.from_card(card)
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200)).astype(np.uint8))
     x = prepare(noise, TINY)
