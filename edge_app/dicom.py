@@ -22,7 +22,7 @@ Memory: uncompressed pixel data (the common case) is never copied whole. The hea
 pixel data deferred, the first frame is viewed in place in the file's bytes (numpy.frombuffer) and, for
 an image over LARGE_PIXELS, box-averaged in strips to at most REDUCED_SIDE pixels a side, as float32.
 A 9400 x 9400 16-bit file is screened with its own bytes plus a few MB. Compressed pixel data is decoded
-by pydicom (first frame only) when its decoded size fits DECODE_BUDGET, else refused. Multi-frame files:
+by pydicom (first frame only) when its decoded size fits DICOM_DECODE_BUDGET, else refused. Multi-frame files:
 the first frame is screened, and the note says so.
 """
 
@@ -40,10 +40,7 @@ from PIL import Image
 
 from .errors import ImageError
 from .levels import colourfulness, gray8_from_array, reduce_mean
-
-LARGE_PIXELS = 4096 * 4096  # above this, images are box-averaged to REDUCED_SIDE before any float copy
-REDUCED_SIDE = 2048
-DECODE_BUDGET = 96 * 1024 * 1024  # bytes a compressed frame may take once decoded by pydicom
+from .limits import DICOM_DECODE_BUDGET, LARGE_PIXELS, REDUCED_SIDE
 NATIVE_BITS = {8: "u1", 16: "u2", 32: "u4"}
 
 # pip packages that decode each compressed transfer syntax (pydicom's plugins), for the one-line error
@@ -358,10 +355,10 @@ def _native_frame(ds, data: bytes, rows, cols, spp, photometric):
 
 
 def _decoded_frame(ds, rows, cols, spp, frames):
-    """The first frame decoded by pydicom (compressed or unusual pixel data), within DECODE_BUDGET."""
+    """The first frame decoded by pydicom (compressed or unusual pixel data), within DICOM_DECODE_BUDGET."""
     bits = int(ds.get("BitsAllocated", 16) or 16)
     need = rows * cols * spp * max(1, bits // 8) * (4 if bits < 8 else 1)
-    if need > DECODE_BUDGET:
+    if need > DICOM_DECODE_BUDGET:
         raise ImageError(f"DICOM image too large to decode on this device ({rows}x{cols}, compressed or "
                          f"unusual pixel data needs {need // (1024 * 1024)} MB)")
     try:

@@ -116,7 +116,9 @@ def render_heatmap(card: dict, gray_image: Image.Image, features: np.ndarray, re
     """The overlay of one screened scan as an RGB image (see the module's docstring).
 
     RESULT has label, pneumonia_probability, pneumonia_type, type_probability and advice."""
-    base = gray_image if gray_image.mode == "L" else gray_image.convert("L")
+    from .preprocess import crop_border
+
+    base = crop_border(gray_image if gray_image.mode == "L" else gray_image.convert("L"))  # what the model saw
     w0, h0 = base.size
     scale = min(1.0, MAX_SIDE / max(w0, h0))
     if max(w0, h0) * scale < MIN_SIDE_DRAWN:

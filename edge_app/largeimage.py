@@ -2,13 +2,13 @@
 
 Pillow decodes a PNG whole, and `Image.reduce`/`draft` do not help for 16-bit data: a 9400 x 9400 16-bit
 PNG of zeros (a 172 KB file) would take 177 MB as decoded, several times that as float copies. Here a
-non-interlaced PNG is decoded STRIP_ROWS rows at a time: the zlib stream is inflated with a bounded
+non-interlaced PNG is decoded DECODE_STRIP_ROWS rows at a time: the zlib stream is inflated with a bounded
 output, and each strip is wrapped, with the previous strip's last row (unfiltered, filter type None)
 in front, into a small stored (uncompressed) PNG that Pillow unfilters and decodes. Each strip is then
 box-averaged (float32) into the reduced image, at most REDUCED_SIDE pixels a side.
 
 Other formats are decoded by Pillow whole when the decoded image and the file together fit
-DECODE_BUDGET; then large ones are reduced in strips the same way. Anything over the budget that cannot
+PILLOW_DECODE_BUDGET; then large ones are reduced in strips the same way. Anything over the budget that cannot
 be decoded in strips is refused, before decoding, with its size.
 """
 
@@ -22,12 +22,11 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .dicom import REDUCED_SIDE, reduction
+from .dicom import reduction
 from .errors import ImageError
 from .levels import colourfulness, gray8_from_array, reduce_mean
+from .limits import DECODE_STRIP_ROWS, PILLOW_DECODE_BUDGET, REDUCED_SIDE
 
-DECODE_BUDGET = 200 * 1024 * 1024  # bytes: a file held in memory plus its image decoded whole by Pillow
-STRIP_ROWS = 128  # rows decoded at a time: a few MB per strip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (bit depth, colour type) -> (Pillow mode of a decoded strip, raw mode that packs a row back as PNG bytes)
 PNG_STRIP_MODES = {(16, 0): ("I;16", "I;16B"), (8, 0): ("L", "L"), (8, 2): ("RGB", "RGB"),
@@ -84,11 +83,11 @@ def png_chunks(data: bytes):
 
 
 def strip_rows(factor: int) -> int:
-    """Rows per strip: about STRIP_ROWS, a whole number of boxes of FACTOR rows."""
-    return max(factor, (STRIP_ROWS // factor) * factor)
+    """Rows per strip: about DECODE_STRIP_ROWS, a whole number of boxes of FACTOR rows."""
+    return max(factor, (DECODE_STRIP_ROWS // factor) * factor)
 
 
-def png_strips(data: bytes, rows: int = STRIP_ROWS):
+def png_strips(data: bytes, rows: int = DECODE_STRIP_ROWS):
     """Decoded strips (Pillow images of ROWS rows, the last shorter) of a non-interlaced PNG whose
     depth and colour type are in PNG_STRIP_MODES; None when this PNG cannot be decoded in strips."""
     header, idat, extra, _ = png_chunks(data)
@@ -193,8 +192,8 @@ def decoded_bytes(im: Image.Image) -> int:
 
 
 def too_big_to_decode_whole(im: Image.Image, data: bytes) -> bool:
-    """True when the file, its image decoded whole and one converted copy would not fit DECODE_BUDGET."""
-    return len(data) + 2 * decoded_bytes(im) > DECODE_BUDGET
+    """True when the file, its image decoded whole and one converted copy would not fit PILLOW_DECODE_BUDGET."""
+    return len(data) + 2 * decoded_bytes(im) > PILLOW_DECODE_BUDGET
 
 
 def _orientation(im: Image.Image, data: bytes):
@@ -215,7 +214,7 @@ def _orientation(im: Image.Image, data: bytes):
 
 def decode_large(im: Image.Image, data: bytes):
     """(8-bit grey image, chroma) of an opened, not yet decoded image over LARGE_PIXELS, within memory
-    bounds; ImageError when it cannot be decoded within DECODE_BUDGET, or is corrupt."""
+    bounds; ImageError when it cannot be decoded within PILLOW_DECODE_BUDGET, or is corrupt."""
     try:
         return _decode_large(im, data)
     except (ImageError, MemoryError):
@@ -238,9 +237,9 @@ def _decode_large(im: Image.Image, data: bytes):
         gray, chroma = gray8_from_array(small, (0.0, 255.0) if view.dtype == np.uint8 else None), 0.0
     else:
         need = decoded_bytes(im) + len(data)
-        if need > DECODE_BUDGET:
+        if need > PILLOW_DECODE_BUDGET:
             raise ImageError(f"image too large to decode on this device ({w}x{h} {im.mode}, "
-                             f"{need // (1024 * 1024)} MB decoded; limit {DECODE_BUDGET // (1024 * 1024)} MB)")
+                             f"{need // (1024 * 1024)} MB decoded; limit {PILLOW_DECODE_BUDGET // (1024 * 1024)} MB)")
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "L", "RGB", "RGBA", "LA", "P", "PA", "CMYK",
                        "YCbCr", "1"):

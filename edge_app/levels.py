@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError
+from .limits import FLOAT_STRIP_ROWS
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 WINDOW_MARGIN = 0.5
 WINDOW_SAMPLES = 1 << 20
-STRIP_ROWS = 256  # rows converted at a time (bounds the float32 working copy)
 
 
 def _sample(arr: np.ndarray) -> np.ndarray:
@@ -48,10 +48,10 @@ def window_from(sample: np.ndarray, vmin: float, vmax: float) -> tuple[float, fl
 
 
 def _range(arr: np.ndarray, fn) -> tuple[float, float]:
-    """The finite min and max of FN(ARR), computed STRIP_ROWS rows at a time."""
+    """The finite min and max of FN(ARR), computed FLOAT_STRIP_ROWS rows at a time."""
     vmin, vmax = np.inf, -np.inf
-    for y in range(0, arr.shape[0], STRIP_ROWS):
-        t = fn(arr[y:y + STRIP_ROWS])
+    for y in range(0, arr.shape[0], FLOAT_STRIP_ROWS):
+        t = fn(arr[y:y + FLOAT_STRIP_ROWS])
         t = t[np.isfinite(t)]
         if t.size:
             vmin, vmax = min(vmin, float(t.min())), max(vmax, float(t.max()))
@@ -67,7 +67,7 @@ def gray8_from_array(arr: np.ndarray, window: tuple[float, float] | None = None,
                      full_range: bool = False) -> Image.Image:
     """A 2-D array of any depth as an 8-bit image: WINDOW (low, high) -> 0..255, clipped; by default the
     robust percentile window (FULL_RANGE: the min..max range). FN (float32 -> float32, elementwise, e.g. a
-    modality LUT and VOI window) is applied first. Everything is done STRIP_ROWS rows at a time, so the
+    modality LUT and VOI window) is applied first. Everything is done FLOAT_STRIP_ROWS rows at a time, so the
     float32 working copy is one strip, never the image. NaN becomes the window's low end."""
     arr = np.asarray(arr)
     if arr.ndim != 2:
@@ -81,13 +81,13 @@ def gray8_from_array(arr: np.ndarray, window: tuple[float, float] | None = None,
     if not hi > lo:
         return Image.fromarray(out, mode="L")
     scale = np.float32(255.0 / (hi - lo))
-    for y in range(0, arr.shape[0], STRIP_ROWS):
-        a = f(arr[y:y + STRIP_ROWS])
+    for y in range(0, arr.shape[0], FLOAT_STRIP_ROWS):
+        a = f(arr[y:y + FLOAT_STRIP_ROWS])
         a -= np.float32(lo)
         a *= scale
         np.nan_to_num(a, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
         np.clip(a, 0.0, 255.0, out=a)
-        out[y:y + STRIP_ROWS] = np.rint(a)
+        out[y:y + FLOAT_STRIP_ROWS] = np.rint(a)
     return Image.fromarray(out, mode="L")
 
 
@@ -99,7 +99,7 @@ def reduce_mean(arr: np.ndarray, factor: int) -> np.ndarray:
     h, w = arr.shape[0] // factor, arr.shape[1] // factor
     tail = arr.shape[2:]
     out = np.empty((h, w) + tail, np.float32)
-    rows = max(1, STRIP_ROWS // factor)
+    rows = max(1, FLOAT_STRIP_ROWS // factor)
     inv = np.float32(1.0 / (factor * factor))
     for y in range(0, h, rows):
         n = min(rows, h - y)

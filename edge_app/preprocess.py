@@ -6,9 +6,17 @@ Only numpy and Pillow are used here (pydicom for DICOM files, imported when one 
 
 Pipeline: decode (JPEG at reduced scale when it is large; images over LARGE_PIXELS in strips, box-averaged,
 see largeimage.py) -> EXIF transpose -> 8-bit grayscale (16-bit and float data through the robust window
-of levels.py) -> square resize (the aspect ratio
+of levels.py) -> border crop -> square resize (the aspect ratio
 is not kept, as in the training data) -> histogram equalisation -> [0, 1] float -> int8 with the
 model's own input scale and zero point.
+
+Borders: `prepare` first crops uniform borders (black or white frames of a PACS screenshot or a
+digitised film, a letterbox, the noisy dark surround of a photographed film; on 1 to 4 sides, each at
+most BORDER_MAX of the side) to the radiograph inside: a border is a band along a side whose pixels stay
+within a tolerance of its outer lines' level (dark, bright, or exactly uniform), ending along a straight
+edge in a step. Dark air beside the body (common in the training scans) ends along the body's curved outline and is
+kept. A framed scan otherwise squeezes the anatomy into the middle of the model's input, which the model
+reads as pneumonia (docs/framing.md, benchmarks/framing.py).
 
 Histogram equalisation removes exposure, black level, gamma and contrast: in the training data these
 differ by class for reasons unrelated to the lungs, and a network would otherwise learn them.
@@ -24,20 +32,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from .dicom import LARGE_PIXELS, REDUCED_SIDE, has_preamble, looks_like_dataset
+from .dicom import has_preamble, looks_like_dataset
 from .errors import ImageError
 from .levels import colourfulness, gray8_from_array
+from .limits import LARGE_PIXELS, MAX_FILE_BYTES, MAX_PIXELS, REDUCED_SIDE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 MIN_SIDE = 64  # pixels: anything smaller cannot be a radiograph we can read
-# A file is held in memory once (decoded from, and hashed for the audit log): 180 MiB takes a 16-bit
-# image up to the pixel limit (179 MB) and keeps a 1 GB device within its memory bound (hardening).
-MAX_FILE_BYTES = 180 * 1024 * 1024
-# Pillow's decompression-bomb limit is kept as it is (about 89 M pixels); larger images are refused.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Borders (see the module's docstring): measured on a copy reduced to at most BORDER_SIDE pixels a side.
+BORDER_SIDE = 256
+BORDER_MAX = 0.4  # of the side: never cropped deeper, per side
+BORDER_DARK, BORDER_BRIGHT = 80, 175  # a noisy border is darker or brighter than these grey levels
+BORDER_TOL = (6, 24)  # grey levels a border pixel may differ from the border's level (min, max)
+BORDER_NOISE_K = 4.0  # the tolerance in units of the border's own noise, within BORDER_TOL
+BORDER_MARKS = 0.05  # share of the edge where marks or text in the border may stop it early
+BORDER_EDGE_SHARE, BORDER_EDGE_PX = 0.3, 1  # a straight edge: 30 % of it ends within 1 reduced pixel
+BORDER_STEP_PX, BORDER_STEP_K = 2, 2.0  # and a step: 2 pixels inside it, twice the tolerance off the level
+BORDER_STEP_MIN = 12  # grey levels, and at least this
 
 
 @dataclass(frozen=True)
@@ -197,10 +211,102 @@ def equalize(gray: np.ndarray) -> np.ndarray:
     return lut[gray]
 
 
-def prepare(im: Image.Image, size: int) -> np.ndarray:
-    """8-bit grayscale image -> the model's float input, shape (size, size), values in [0, 1]."""
+def border_box(im: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom): the radiograph inside the uniform borders of an 8-bit grey image
+    (the whole image when it has none). See "Borders" in the module's docstring."""
+    w, h = im.size
+    factor = max(1, -(-max(w, h) // BORDER_SIDE))
+    small = (im.reduce(factor) if factor > 1 else im).filter(ImageFilter.MedianFilter(3))
+    a = np.asarray(small, np.float32)
+    sh, sw = a.shape
+    depth = {"top": 0, "bottom": 0, "left": 0, "right": 0}
+    found = {}  # side -> (level, tolerance, the edge's points along the side, in reduced pixels)
+    for _ in range(4):  # a crop on one side can reveal the border of another (a letterbox in a frame)
+        t, b, l, r = depth["top"], sh - depth["bottom"], depth["left"], sw - depth["right"]
+        sub = a[t:b, l:r]
+        moved = False
+        for side, lines, offset, limit in (("top", sub, l, sh), ("bottom", sub[::-1], l, sh),
+                                           ("left", sub.T, t, sw), ("right", sub.T[::-1], t, sw)):
+            d = _border_depth(lines, int(BORDER_MAX * limit) - depth[side])
+            if d is not None:
+                depth[side] += d[0]
+                found[side] = (d[1], d[2], d[3] + offset)
+                moved = True
+        if not moved:
+            break
+    if not found:
+        return 0, 0, w, h
+    full = np.asarray(im)
+    views = {"top": full, "bottom": full[::-1], "left": full.T, "right": full.T[::-1]}
+    cut = {side: _refine(views[side], depth[side] * factor, factor, *found[side]) if side in found else 0
+           for side in depth}
+    return cut["left"], cut["top"], w - cut["right"], h - cut["bottom"]
+
+
+def _border_depth(lines: np.ndarray, limit: int):
+    """(depth, level, tolerance, the edge's points) of the border along LINES (line 0 at the image's edge,
+    each a row of pixels along it), at most LIMIT lines deep; None unless the outer lines are near-uniform
+    dark, bright (or exactly uniform grey) and the border ends along a straight edge in a step."""
+    if limit <= 0 or lines.shape[0] < 2:
+        return None
+    outer = lines[:2].ravel()
+    level = float(np.median(outer))
+    dev = np.abs(outer - level)
+    if BORDER_DARK < level < BORDER_BRIGHT and np.percentile(dev, 97) > 2:
+        return None  # mid-grey and not uniform: the radiograph itself
+    if np.mean(dev > BORDER_TOL[1]) > BORDER_MARKS:
+        return None  # the outer lines are not one level
+    # the border's own noise, from line to line (a photographed film's surround: a gradient along it)
+    # (lines 0 and 3 share no pixel of the 3 x 3 median filter: their noise is independent)
+    noise = 1.4826 * float(np.median(np.abs(lines[0] - lines[min(3, len(lines) - 1)]))) / np.sqrt(2)
+    tol = min(BORDER_TOL[1], max(BORDER_TOL[0], BORDER_NOISE_K * noise))
+    # its level at each point of the edge (it may drift along the side), smoothed along it
+    run = max(1, lines.shape[1] // 20)
+    local = np.convolve(np.median(lines[:3], axis=0), np.ones(run) / run, mode="same")
+    local[: run // 2], local[len(local) - run // 2:] = np.median(local[: run]), np.median(local[-run:])
+    ok = np.abs(lines[:limit] - local) <= tol
+    stop = np.where(ok.all(axis=0), limit, np.argmin(ok, axis=0))  # border depth at each point of the edge
+    depth = int(np.percentile(stop, 100 * BORDER_MARKS))  # marks and text in the border stop a few points
+    if depth <= 0:
+        return None
+    at = np.flatnonzero(stop < limit)  # points of the edge not on another side's border
+    edge = at[stop[at] <= depth + BORDER_EDGE_PX]
+    if at.size and edge.size < BORDER_EDGE_SHARE * at.size:
+        return None  # the uniform part ends along a curve: dark air beside the body, not a border
+    if at.size:
+        inside = lines[np.minimum(stop[edge] + BORDER_STEP_PX, lines.shape[0] - 1), edge]
+        if np.median(np.abs(inside - local[edge])) < max(BORDER_STEP_K * tol, BORDER_STEP_MIN):
+            return None  # no step at the edge: the radiograph's own grey levels ramp up from its edge
+    points = edge if edge.size else np.arange(lines.shape[1])
+    return depth, float(np.median(local)), max(tol, float(np.ptp(local)) / 2), points
+
+
+def _refine(view: np.ndarray, depth: int, factor: int, level: float, tol: float, points: np.ndarray) -> int:
+    """The border's depth in full-size pixels: the first line, within a reduced pixel of DEPTH (full-size
+    pixels), where the edge's POINTS (reduced) leave the border's level by more than TOL (their median)."""
+    if factor == 1:
+        return depth
+    lo, hi = max(0, depth - factor), min(view.shape[0], depth + factor)
+    cols = (points[:, None] * factor + np.arange(factor)).ravel()
+    cols = cols[cols < view.shape[1]]
+    band = np.abs(view[lo:hi][:, cols].astype(np.float32) - level)
+    off = np.flatnonzero(np.median(band, axis=1) > tol)
+    return lo + int(off[0]) if off.size else hi
+
+
+def crop_border(im: Image.Image) -> Image.Image:
+    """IM without its uniform borders (see `border_box`); IM itself when it has none."""
+    box = border_box(im)
+    return im if box == (0, 0) + im.size else im.crop(box)
+
+
+def prepare(im: Image.Image, size: int, crop: bool = True) -> np.ndarray:
+    """8-bit grayscale image -> the model's float input, shape (size, size), values in [0, 1].
+    Uniform borders are cropped first (CROP=False only to measure what that changes)."""
     if im.mode != "L":
         im = to_gray8(im)[0]
+    if crop:
+        im = crop_border(im)
     if im.size != (size, size):
         im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     x = equalize(np.asarray(im, dtype=np.uint8))

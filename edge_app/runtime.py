@@ -77,12 +77,6 @@ def no_runtime_message(machine: str | None = None) -> str:
     return "no TFLite runtime installed: pip install 'edge-xray[edge]' (installs ai-edge-litert)"
 
 
-def load_interpreter(flatbuffer: bytes, threads: int | None = None):
-    """(allocated interpreter, runtime name) for a model's flatbuffer; ModelError if it is not one."""
-    it, runtime, _ = _load_interpreter(flatbuffer, threads)
-    return it, runtime
-
-
 def _load_interpreter(flatbuffer: bytes, threads: int | None = None):
     """(allocated interpreter, runtime name, XNNPACK applied: True, False or None if unknown)."""
     Interpreter, runtime = interpreter_class()
@@ -112,27 +106,48 @@ _XNNPACK_SEEN: set = set()  # runtimes that reported their XNNPACK delegate in t
 def _filtered_stderr(drop=(XNNPACK_INFO,)):
     """Capture C-level writes to stderr (fd 2) for the duration, then write them back without the
     lines in DROP. Yields the list of captured lines (filled on exit), or None when fd 2 cannot be
-    captured (no real fd 2, e.g. under a test runner's capture): then nothing is filtered."""
+    captured (no real fd 2, e.g. under a test runner's capture; no capture file): then nothing is filtered.
+
+    The capture is an anonymous in-memory file (memfd), never a file on disk: the device may run from a
+    read-only file system with no writable temporary folder (issue 20)."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):
         yield None
         return
+    sink = _capture_file()
+    if sink is None:
+        os.close(saved)
+        yield None
+        return
     lines: list[str] = []
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
+    with sink:
+        os.dup2(sink.fileno(), 2)
         try:
             yield lines
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
             kept = [line for line in lines if line.strip() not in drop]
             if kept:
                 sys.stderr.write("\n".join(kept) + "\n")
                 sys.stderr.flush()
+
+
+def _capture_file():
+    """A binary file for the capture that writes nothing to any file system: a memfd (Linux), else an
+    unnamed temporary file; None when neither can be made (then stderr is left as it is)."""
+    try:
+        return os.fdopen(os.memfd_create("edge-xray-stderr", getattr(os, "MFD_CLOEXEC", 0)), "w+b")
+    except (AttributeError, OSError):
+        pass
+    try:
+        return tempfile.TemporaryFile()
+    except OSError:  # FileNotFoundError "No usable temporary directory" included
+        return None
 
 
 def default_threads() -> int:

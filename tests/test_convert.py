@@ -99,23 +99,35 @@ def test_float_keras_matches_float32_tflite(tiny_models, subset):
 
 
 def test_qat_keras_matches_int8_tflite(tiny_models, subset):
+    """Logits within a few output quantization steps, and the same answer wherever that difference cannot
+    cross the threshold (an image whose score sits within it of the threshold may go either way).
+
+    This failed 2 runs in 7 (issue 20): the tiny model was degenerate. After its 4 training steps the
+    BatchNorm moving statistics were still their initial values, so in inference every image got the
+    same logits, the operating point landed exactly on that one score, and float rounding (1e-7) between
+    Keras and TFLite decided every answer. Training now sets the momentum for the schedule's length
+    (train.keep_up_statistics); the first check below fails if the model collapses again."""
     from edge_xray.convert.convert import load_source
 
     qat, _ = load_source(tiny_models["run"])
     card = json.loads(tiny_models["int8"].with_suffix(".json").read_text())
     step = card["outputs"]["logits"]["scale"]
-    labels = np.array([0 if p.parent.name == "NORMAL" else 1 for p in sorted(subset.rglob("*.jpeg"))])
+    tol = 4 * step  # a few output quantization steps
     for i, x in enumerate(inputs(subset)):
         k = qat.predict(x[..., None], verbose=0)
         t, m = tflite_logits(tiny_models["int8"], x)
-        assert np.abs(k - t).max() <= 4 * step  # a few output quantization steps
-        pk = pneumonia_probability(Calibration.from_card(m.card).probabilities(k))
-        pt = pneumonia_probability(Calibration.from_card(m.card).probabilities(t))
-        assert ((pk >= m.card.threshold) == (pt >= m.card.threshold)).mean() >= 0.99
-        if i == 0:
-            acc_k = ((pk >= m.card.threshold) == labels).mean()
-            acc_t = ((pt >= m.card.threshold) == labels).mean()
-            assert abs(acc_k - acc_t) <= 0.005
+        assert np.abs(k - t).max() <= tol
+        if i == 0:  # not a collapsed model: the real scans' logits spread over several output steps
+            assert (t.max(axis=0) - t.min(axis=0)).max() >= 4 * step
+        cal = Calibration.from_card(m.card)
+        pk, pt = (pneumonia_probability(cal.probabilities(z)) for z in (k, t))
+        # the pneumonia probability's range over logits within TOL of the Keras ones
+        towards = np.array([-tol, tol, tol], np.float32)
+        hi = pneumonia_probability(cal.probabilities(k + towards))
+        lo = pneumonia_probability(cal.probabilities(k - towards))
+        decidable = (lo > m.card.threshold) | (hi < m.card.threshold)
+        yk, yt = pk >= m.card.threshold, pt >= m.card.threshold
+        assert (yk == yt)[decidable].all()
 
 
 def test_compare_and_evaluate_commands(tiny_models, subset, tmp_path):
@@ -174,7 +186,11 @@ def test_gate_fit_writes_a_working_gate_into_the_card(tiny_models, data_dir, tmp
                    gate_data=data_dir)
     g = card["gate"]
     assert len(g["template"]) == TEMPLATE_SIDE**2 and len(g["mean"]) == len(g["components"][0])
-    assert g["fit"]["val_false_refusal_rate"] <= 0.05 and g["template_min_correlation"] < g["fit"]["lowest_real_correlation"]
+    # at most 5 %, or one scan of the tiny run's few validation scans (a working tiny model refused 1 of 9
+    # in 1 run of 10; the collapsed one it had before refused none, trivially)
+    refused = g["fit"]["val_false_refusal_rate"] * g["fit"]["val_images"]
+    assert refused <= max(1, 0.05 * g["fit"]["val_images"]) + 1e-6
+    assert g["template_min_correlation"] < g["fit"]["lowest_real_correlation"]
     gate = Gate.from_card(card)
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200)).astype(np.uint8))
     x = prepare(noise, TINY)

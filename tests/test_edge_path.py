@@ -65,7 +65,12 @@ def test_both_lightweight_runtimes_give_the_same_answers(tiny_models, subset):
         rows[rt] = [json.loads(x) for x in p.stdout.splitlines()]
     a, b = rows["ai_edge_litert"], rows["tflite_runtime"]
     assert len(a) == len(b) == 30
+    # the two runtimes' int8 kernels may put the logits a few output steps apart (4, as the QAT parity test
+    # in test_convert.py allows): p moves by at most 2 * 4 steps / (4 T) (the softmax's slope). 0.01 held
+    # only while the tiny model was collapsed (one answer for every scan).
+    card = json.loads(tiny_models["int8"].with_suffix(".json").read_text())
+    bound = 2 * 4 * card["outputs"]["logits"]["scale"] / (4 * card["temperature"])
     for x, y in zip(a, b):
         assert x["path"] == y["path"] and x["status"] == y["status"]
         if x["status"] == "ok":
-            assert abs(x["pneumonia_probability"] - y["pneumonia_probability"]) <= 0.01
+            assert abs(x["pneumonia_probability"] - y["pneumonia_probability"]) <= max(0.01, bound) + 1e-4

@@ -4,7 +4,8 @@ Everything acts on the 8-bit grayscale image before `edge_xray.preprocess.prepar
 the same preprocessing as the device. The augmentations target the shortcuts in the training data
 (class-typical original resolution, aspect ratio and exposure): anisotropic scaling, blur and
 down-then-up resampling, noise, and black-level, gamma and contrast jitter, plus small rotations,
-shifts and zoom.
+shifts and zoom; and borders (`add_border`: black, white or a noisy dark surround on 0 to 4 sides, up to
+BORDER_FRACTION of the side), so that a model learns what the border crop in `prepare` leaves behind.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ P_NOISE, NOISE_SIGMA = 0.35, (2.0, 10.0)  # in grey levels
 GAMMA = (0.7, 1.45)
 CONTRAST = (0.75, 1.25)
 BLACK_LEVEL = (0, 30)
+P_BORDER, BORDER_FRACTION = 0.3, (0.0, 0.3)  # share of views framed; each side's border, of the side
+BORDER_KINDS = ("black", "white", "noisy")
 
 
 def affine(im: Image.Image, angle_deg: float, sx: float, sy: float, tx: float, ty: float) -> Image.Image:
@@ -57,8 +60,40 @@ def tone(gray: np.ndarray, gamma: float, contrast: float, black: float) -> np.nd
     return x
 
 
+def add_border(gray: np.ndarray, fractions, kind: str = "black", rng: np.random.Generator | None = None) -> np.ndarray:
+    """GRAY (uint8) framed by borders of FRACTIONS (top, bottom, left, right) of its height or width.
+    KIND: "black", "white", or "noisy" (the dark surround of a photographed film: a level of 10-45 with
+    a gradient across the image and pixel noise, drawn from RNG)."""
+    h, w = gray.shape
+    t, b, l, r = (int(round(f * n)) for f, n in zip(fractions, (h, h, w, w)))
+    H, W = h + t + b, w + l + r
+    if kind == "black":
+        out = np.zeros((H, W), np.uint8)
+    elif kind == "white":
+        out = np.full((H, W), 255, np.uint8)
+    elif kind == "noisy":
+        rng = rng if rng is not None else np.random.default_rng(0)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        gx, gy = rng.uniform(-12, 12, 2)
+        level = rng.uniform(10, 45) + gx * (xx / W - 0.5) + gy * (yy / H - 0.5)
+        out = np.rint(level + rng.normal(0.0, rng.uniform(2, 8), (H, W))).clip(0, 255).astype(np.uint8)
+    else:
+        raise ValueError(f"unknown border kind {kind}")
+    out[t:t + h, l:l + w] = gray
+    return out
+
+
+def random_border(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """GRAY framed on 0 to 4 random sides (each up to BORDER_FRACTION) in a random BORDER_KINDS kind."""
+    sides = rng.random(4) < rng.uniform(0, 1)
+    fractions = np.where(sides, rng.uniform(*BORDER_FRACTION, 4), 0.0)
+    return add_border(gray, fractions, BORDER_KINDS[rng.integers(len(BORDER_KINDS))], rng)
+
+
 def augment(gray: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """One random training view of a uint8 image, as the model's float input (size, size)."""
+    if rng.random() < P_BORDER:
+        gray = random_border(gray, rng)
     im = Image.fromarray(gray)
     w, h = im.size
     zoom = rng.uniform(*ZOOM)
@@ -127,5 +162,3 @@ def perturb(gray: np.ndarray, kind: str) -> np.ndarray:
         return np.asarray(im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR))
     raise ValueError(f"unknown perturbation {kind}")
 
-
-PERTURBATIONS = ("jpeg20", "bright+20", "bright-20", "contrast+20", "contrast-20", "rotate5", "down512")

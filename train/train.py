@@ -33,6 +33,7 @@ from .rundir import CONFIG, HISTORY, METRICS, SPLIT, STATE, RunDir, file_key
 from .tfcompat import tf_keras, tfmot
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
+BN_MOMENTUM, BN_MIN_MOMENTUM, BN_CATCH_UP = 0.99, 0.5, 5.0  # see keep_up_statistics
 DEFAULT_EPOCHS = 24
 DEFAULT_QAT_EPOCHS = 4
 
@@ -62,7 +63,8 @@ class TrainConfig:
     augmentation: dict = field(default_factory=lambda: {
         k: getattr(aug, k) for k in (
             "ROTATION_DEG", "SHIFT", "ZOOM", "ASPECT", "P_BLUR", "BLUR_RADIUS", "P_RESAMPLE",
-            "RESAMPLE_FACTOR", "P_NOISE", "NOISE_SIGMA", "GAMMA", "CONTRAST", "BLACK_LEVEL")
+            "RESAMPLE_FACTOR", "P_NOISE", "NOISE_SIGMA", "GAMMA", "CONTRAST", "BLACK_LEVEL", "P_BORDER",
+            "BORDER_FRACTION")
     })
 
 
@@ -216,6 +218,18 @@ class EpochLogger:
               f"val_auc {row['val_auc']:.4f}  val_acc {row['val_accuracy']:.4f}  {row['seconds']:.0f}s")
 
 
+def keep_up_statistics(model, steps: int):
+    """BatchNorm moving statistics that keep up with a schedule of STEPS: momentum at most
+    1 - BN_CATCH_UP / STEPS (Keras' 0.99 for any real run). After a few steps at 0.99 the statistics are
+    still their initial values (mean 0, variance 1): in inference the signal vanishes through the layers and
+    every image gets the same logits (the tiny test model did: its int8 and QAT answers were a tie)."""
+    _, keras = tf_keras()
+    momentum = max(BN_MIN_MOMENTUM, min(BN_MOMENTUM, 1.0 - BN_CATCH_UP / max(1, steps)))
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, momentum)
+
+
 def _lr_schedule(base: float, epochs: int, steps: int, warmup: int):
     tf, keras = tf_keras()
     total = max(1, epochs * steps)
@@ -317,6 +331,7 @@ class Trainer:
     def fit(self, phase: str, model, epochs: int, lr: float, warmup: int):
         """Train MODEL for PHASE, from its checkpoint if the run was interrupted in it."""
         tf, keras = tf_keras()
+        keep_up_statistics(model, epochs * self.maker.steps())
         schedule = _lr_schedule(lr, epochs, self.maker.steps(), warmup)
         with self.strategy.scope():
             opt = keras.optimizers.Adam(schedule)
