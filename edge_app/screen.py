@@ -35,7 +35,7 @@ from .errors import ImageError, ModelError
 from .gate import Gate
 from .intended_use import IntendedUseModel
 from .orientation import REASON as ORIENTATION_REASON, OrientationModel, orient
-from .preprocess import Scan, load_scan, prepare, scan_from_image
+from .preprocess import Scan, crop_border, load_scan, prepare, scan_from_image
 from .runtime import Model
 
 IMAGE_SOURCE = "<image>"  # the `path` of a screening made from an in-memory image
@@ -175,18 +175,19 @@ class Screener:
         reason = self.gate.check_image(scan.image, scan.chroma) or getattr(scan, "refusal", None)
         if reason:
             return Screened(self._refused(path, "rejected", reason, scan.sha256, note))
-        small = prepare(scan.image, self.orientation.size)  # one input for both auxiliary models
+        gray = crop_border(scan.image)  # once: every model below sees the radiograph without its frame
+        small = prepare(gray, self.orientation.size, crop=False)  # one input for both auxiliary models
         verdict = self.intended_use.check(small if self.intended_use.size == self.orientation.size
-                                          else prepare(scan.image, self.intended_use.size))
+                                          else prepare(gray, self.intended_use.size, crop=False))
         p_in_use = verdict.p_in_use
         if verdict.reason:  # a non-X-ray is refused for what the gate finds, when it finds something
-            reason = (self._gate_reason(scan.image) or verdict.reason) if verdict.gate_first else verdict.reason
+            reason = (self._gate_reason(gray) or verdict.reason) if verdict.gate_first else verdict.reason
             return Screened(self._refused(path, "rejected", reason, scan.sha256, note, p_in_use))
-        image, degrees, confident = orient(scan.image, self.orientation, small)
+        image, degrees, confident = orient(gray, self.orientation, small)
         if not confident:  # a non-X-ray is refused for what it is; an X-ray in doubt for its orientation
-            reason = self._gate_reason(scan.image) or ORIENTATION_REASON
+            reason = self._gate_reason(gray) or ORIENTATION_REASON
             return Screened(self._refused(path, "rejected", reason, scan.sha256, note, p_in_use))
-        x = prepare(image, self.model.size)
+        x = prepare(image, self.model.size, crop=False)
         logits, features = self.model.run(x, features=True)
         distance = self.gate.feature_distance(features)
         reason = self.gate.check_features(x, features, distance)
@@ -204,8 +205,8 @@ class Screener:
         return Screened(result, distance, overlay)
 
     def _gate_reason(self, gray) -> str | None:
-        """The gate's feature checks on the scan as it is (a refused scan, to word its reason)."""
-        x = prepare(gray, self.model.size)
+        """The gate's feature checks on the (cropped) scan as it is (a refused scan, to word its reason)."""
+        x = prepare(gray, self.model.size, crop=False)
         return self.gate.check_features(x, self.model.run(x, features=True)[1])
 
 
