@@ -305,7 +305,10 @@ def evaluate(model, data_dir, report: str | None = None, site=None, labels=None,
     if report:
         if probs_for_plot is None:
             raise UsageError("--report draws screening plots: it needs a screening model on a NORMAL/PNEUMONIA folder")
-        write_report(res, truth_for_plot, probs_for_plot, report)
+        try:
+            write_report(res, truth_for_plot, probs_for_plot, report)
+        except OSError as e:  # a read-only folder (or matplotlib's cache in a read-only home): one line
+            raise UsageError(f"cannot write the report in {report}: {e.strerror or e}") from None
     return res
 
 

@@ -509,7 +509,7 @@ def site_calibrate(labelled_dir, out, model, sensitivity, overwrite, key, allow_
         for line in sample.lines():
             click.echo(line)
         data = calibrate_site(screener, sample, sensitivity)
-    data = write_site(out, data, signer or False)
+        data = write_site(out, data, signer or False)
     c, se, sp = data["counts"], data["sensitivity"], data["specificity"]
     click.echo(f"{out}: threshold {data['threshold']:.4f} (card {data['card_threshold']:.4f}) for "
                f"{data['target_sensitivity']:.0%} sensitivity on new scans of this site")

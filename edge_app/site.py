@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, UsageError
 from .operating_point import (INTERVAL_CONFIDENCE, SITE_TARGET, clopper_pearson, expected_sensitivity,
                               site_sensitivity_interval, site_threshold)
 
@@ -275,7 +275,10 @@ def write_site(path, data: dict, key=None) -> dict:
     if key:
         data["signature"] = {"key_id": key.id, "algorithm": "ed25519", "value": key.sign(signed_content(data))}
     data["checksum"] = _checksum(data)
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    try:
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as e:  # a read-only card, a full disk: one line, nothing half-said
+        raise UsageError(f"cannot write the site file {path}: {e.strerror or e}") from None
     return data
 
 

@@ -67,6 +67,11 @@ def test_commands_work_on_a_read_only_file_system(read_only_dir):
     r = in_read_only([sys.executable, "-c", CLI, "classify", str(scan), "--output", str(read_only_dir / "rows.csv")],
                      read_only_dir)
     assert "Traceback" not in r.stderr and r.returncode != 0
+    # so do the page's worklist and a device key, which need a writable folder
+    for args in (["serve", "--port", "0"], ["key", "init"]):
+        r = in_read_only([sys.executable, "-c", CLI, *args], read_only_dir)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].endswith("Read-only file system"), r.stderr
     assert sorted(p.name for p in read_only_dir.iterdir()) == before  # nothing was written
 
 
