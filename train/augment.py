@@ -90,31 +90,35 @@ def random_border(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return add_border(gray, fractions, BORDER_KINDS[rng.integers(len(BORDER_KINDS))], rng)
 
 
-def augment(gray: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One random training view of a uint8 image, as the model's float input (size, size)."""
-    if rng.random() < P_BORDER:
-        gray = random_border(gray, rng)
-    im = Image.fromarray(gray)
+def field_view(im: Image.Image, rng: np.random.Generator, *, rotation_deg: float = ROTATION_DEG, zoom=ZOOM,
+               aspect=ASPECT, shift: float = SHIFT, p_mirror: float | None = None, gamma=GAMMA, contrast=CONTRAST,
+               black_level=BLACK_LEVEL) -> Image.Image:
+    """One random view of an 8-bit grey image as a field device might see it: geometry (rotation, zoom,
+    aspect, shift; a left-right mirror when P_MIRROR is given), optics (blur, resampling), tone and noise.
+    The one pipeline of every model's training; each model passes its own ranges (the random draws come
+    in the same order for all, so a seeded recipe gives the same views as before)."""
     w, h = im.size
-    zoom = rng.uniform(*ZOOM)
-    aspect = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
-    im = affine(
-        im,
-        rng.uniform(-ROTATION_DEG, ROTATION_DEG),
-        zoom * math.sqrt(aspect),
-        zoom / math.sqrt(aspect),
-        rng.uniform(-SHIFT, SHIFT) * w,
-        rng.uniform(-SHIFT, SHIFT) * h,
-    )
+    z = rng.uniform(*zoom)
+    a = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
+    im = affine(im, rng.uniform(-rotation_deg, rotation_deg), z * math.sqrt(a), z / math.sqrt(a),
+                rng.uniform(-shift, shift) * w, rng.uniform(-shift, shift) * h)
+    if p_mirror is not None and rng.random() < p_mirror:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if rng.random() < P_BLUR:
         im = im.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_RADIUS)))
     if rng.random() < P_RESAMPLE:
         im = down_up(im, rng.uniform(*RESAMPLE_FACTOR))
-    x = tone(np.asarray(im), rng.uniform(*GAMMA), rng.uniform(*CONTRAST), rng.uniform(*BLACK_LEVEL))
+    x = tone(np.asarray(im), rng.uniform(*gamma), rng.uniform(*contrast), rng.uniform(*black_level))
     if rng.random() < P_NOISE:
         x = x + rng.normal(0.0, rng.uniform(*NOISE_SIGMA), x.shape)
-    im = Image.fromarray(np.rint(x).clip(0, 255).astype(np.uint8))
-    return prepare(im, size)
+    return Image.fromarray(np.rint(x).clip(0, 255).astype(np.uint8))
+
+
+def augment(gray: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One random training view of a uint8 image, as the model's float input (size, size)."""
+    if rng.random() < P_BORDER:
+        gray = random_border(gray, rng)
+    return prepare(field_view(Image.fromarray(gray), rng), size)
 
 
 def shift_proxy(gray: np.ndarray, label: int) -> np.ndarray:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from edge_xray import __version__
 from edge_xray.errors import InputError, UsageError
@@ -224,21 +224,8 @@ def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | No
             im = border(im, rng)
         if rng.random() < P_ANNOTATE:
             im = annotate(im, rng)
-        w, h = im.size
-        zoom = rng.uniform(*ZOOM)
-        aspect = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
-        im = aug.affine(im, rng.uniform(-ROTATION_DEG, ROTATION_DEG), zoom * math.sqrt(aspect),
-                        zoom / math.sqrt(aspect), rng.uniform(-SHIFT, SHIFT) * w, rng.uniform(-SHIFT, SHIFT) * h)
-        if rng.random() < P_MIRROR:
-            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if rng.random() < aug.P_BLUR:
-            im = im.filter(ImageFilter.GaussianBlur(rng.uniform(*aug.BLUR_RADIUS)))
-        if rng.random() < aug.P_RESAMPLE:
-            im = aug.down_up(im, rng.uniform(*aug.RESAMPLE_FACTOR))
-        x = aug.tone(np.asarray(im), rng.uniform(*GAMMA), rng.uniform(*CONTRAST), rng.uniform(*BLACK_LEVEL))
-        if rng.random() < aug.P_NOISE:
-            x = x + rng.normal(0.0, rng.uniform(*aug.NOISE_SIGMA), x.shape)
-        im = Image.fromarray(np.rint(x).clip(0, 255).astype(np.uint8))
+        im = aug.field_view(im, rng, rotation_deg=ROTATION_DEG, zoom=ZOOM, aspect=ASPECT, shift=SHIFT,
+                            p_mirror=P_MIRROR, gamma=GAMMA, contrast=CONTRAST, black_level=BLACK_LEVEL)
         if rng.random() < P_JPEG:
             im = jpeg(im, int(rng.integers(*JPEG_QUALITY)))
     return prepare(rotate_clockwise(im, 90 * k), size)

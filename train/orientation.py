@@ -17,14 +17,13 @@ the int8 model itself. Nothing here imports convert/.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from edge_xray import __version__
 from edge_xray.errors import InputError, UsageError
@@ -70,21 +69,8 @@ def view(gray: np.ndarray, k: int, size: int, rng: np.random.Generator | None = 
     """The model's input for uint8 image GRAY turned K quarter turns clockwise (augmented if RNG given)."""
     im = Image.fromarray(gray)
     if rng is not None:
-        w, h = im.size
-        zoom = rng.uniform(*ZOOM)
-        aspect = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
-        im = aug.affine(im, rng.uniform(-ROTATION_DEG, ROTATION_DEG), zoom * math.sqrt(aspect),
-                        zoom / math.sqrt(aspect), rng.uniform(-SHIFT, SHIFT) * w, rng.uniform(-SHIFT, SHIFT) * h)
-        if rng.random() < P_MIRROR:
-            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if rng.random() < aug.P_BLUR:
-            im = im.filter(ImageFilter.GaussianBlur(rng.uniform(*aug.BLUR_RADIUS)))
-        if rng.random() < aug.P_RESAMPLE:
-            im = aug.down_up(im, rng.uniform(*aug.RESAMPLE_FACTOR))
-        x = aug.tone(np.asarray(im), rng.uniform(*GAMMA), rng.uniform(*CONTRAST), rng.uniform(*BLACK_LEVEL))
-        if rng.random() < aug.P_NOISE:
-            x = x + rng.normal(0.0, rng.uniform(*aug.NOISE_SIGMA), x.shape)
-        im = Image.fromarray(np.rint(x).clip(0, 255).astype(np.uint8))
+        im = aug.field_view(im, rng, rotation_deg=ROTATION_DEG, zoom=ZOOM, aspect=ASPECT, shift=SHIFT,
+                            p_mirror=P_MIRROR, gamma=GAMMA, contrast=CONTRAST, black_level=BLACK_LEVEL)
     from edge_xray.preprocess import prepare
 
     return prepare(rotate_clockwise(im, ANGLES[k]), size)
