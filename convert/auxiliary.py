@@ -26,7 +26,7 @@ from edge_xray.errors import EdgeXrayError, InputError, UsageError
 from edge_xray.intended_use import IN_USE, LABELS, TEST_TIME_VIEWS, IntendedUseModel
 from edge_xray.orientation import ANGLES, CONFIDENCE, OrientationModel
 
-from .convert import PREPROCESSING, _tensor_spec, convert_network, float_tensors
+from .convert import card_head, convert_network, float_tensors
 
 # The refusal threshold: SAFETY times the lowest P(in use) of the real child scans the run kept aside
 # (validation, full resolution; as the files are, upright), capped at MAX_THRESHOLD and floored at
@@ -120,13 +120,7 @@ def _card(config: dict, net, labels, **fields) -> dict:
     """The card of an auxiliary int8 model: identity, tensors, FIELDS (what it means, its figures), and
     the run's training record."""
     return {
-        "name": config["name"],
-        "version": config["version"],
-        "format": "tflite-int8",
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "labels": list(labels),
-        "input": dict(_tensor_spec(net.input), range=[0.0, 1.0], preprocessing=PREPROCESSING),
-        "outputs": {"logits": _tensor_spec(net.outputs["logits"])},
+        **card_head(config["name"], config["version"], "int8", labels, net, outputs={"logits": net.outputs["logits"]}),
         **fields,
         "training": {k: config[k] for k in ("data", "recipe", "model", "history", "versions", "command",
                                             "wall_seconds") if k in config},

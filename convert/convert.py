@@ -302,22 +302,32 @@ def _tensor_spec(d) -> dict:
             "zero_point": int(zp)}
 
 
+def card_head(name: str, version, mode: str, labels, net, *, outputs=None, input_range=(0.0, 1.0),
+              preprocessing: str = PREPROCESSING, **input_fields) -> dict:
+    """What every card begins with, whichever model it describes (the screening model, a builder's
+    classifier, the orientation and intended-use models): identity, format, time, labels, and the input
+    and output tensors of NET (a converted edge_xray.runtime.Model; OUTPUTS: a subset of its outputs)."""
+    lo, hi = input_range
+    return {
+        "name": name,
+        "version": version,
+        "format": f"tflite-{mode}",
+        "created": _now(),
+        "labels": list(labels),
+        "input": dict(_tensor_spec(net.input), range=[float(lo), float(hi)], **input_fields,
+                      preprocessing=preprocessing),
+        "outputs": {k: _tensor_spec(d) for k, d in (net.outputs if outputs is None else outputs).items()},
+    }
+
+
 def make_card(model, run, mode, converted, record, version) -> dict:
     """The card of a model of the project's own recipe (an `edge-xray train` run)."""
-    inp = dict(_tensor_spec(converted.input), range=[0.0, 1.0], preprocessing=PREPROCESSING)
-    outs = {name: _tensor_spec(d) for name, d in converted.outputs.items()}
     weights = {w.name.removeprefix("quant_"): w.numpy() for w in model.weights}
     head = sources.class_head(model)
     kernel, bias = (weights["logits/kernel:0"], weights["logits/bias:0"]) if head is None else head
     card = {
-        "name": MODEL_NAME,
-        "version": version,
-        "format": f"tflite-{mode}",
-        "created": _now(),
-        "labels": list(LABELS),
+        **card_head(MODEL_NAME, version, mode, LABELS, converted),
         "pneumonia_probability": "softmax(logits / temperature + logit_bias)[BACTERIAL] + [VIRAL]",
-        "input": inp,
-        "outputs": outs,
         "temperature": 1.0,
         "logit_bias": [0.0, 0.0, 0.0],
         "threshold": 0.5,
@@ -343,9 +353,6 @@ def make_card(model, run, mode, converted, record, version) -> dict:
                                         f"--qat-epochs {t['qat_epochs']} --image-size {t['image_size']} "
                                         f"--arch {t['arch']} --seed {t['seed']}"
                                         + (f" --split-seed {t['split_seed']}" if t.get("split_seed") is not None else "")
-                                        + "".join(f" --teacher {name}" for name in t.get("teachers") or ())
-                                        + (f" --distill-alpha {t['distill_alpha']} --distill-temperature "
-                                           f"{t.get('distill_temperature', 1.0)}" if t.get("teachers") else "")
                                         + (f" --limit {t['limit']}" if t.get("limit") else "")
                                         + (f" --shift-swap {t['shift_swap']}" if t.get("shift_swap") else "")),
                             "wall_seconds": m.get("wall_seconds")}
@@ -380,18 +387,12 @@ def make_builder_card(src, spec, mode, converted, record, version) -> dict:
     labels = spec["labels"]
     lab = ScreeningLabels.of(labels)
     lo, hi = spec["input"]["range"]
-    inp = dict(_tensor_spec(converted.input), range=[lo, hi], channels=src.channels,
-               preprocessing=PREPROCESSING.replace("x = level / 255", f"x = {lo:g} + level / 255 * {hi - lo:g}")
-               + (", grey replicated to 3 channels" if src.channels == 3 else ""))
+    preprocessing = (PREPROCESSING.replace("x = level / 255", f"x = {lo:g} + level / 255 * {hi - lo:g}")
+                     + (", grey replicated to 3 channels" if src.channels == 3 else ""))
     card = {
-        "name": src.path.stem if not src.path.is_dir() else src.path.name,
-        "version": version,
-        "format": f"tflite-{mode}",
-        "created": _now(),
-        "labels": list(labels),
+        **card_head(src.path.stem if not src.path.is_dir() else src.path.name, version, mode, labels, converted,
+                    input_range=(lo, hi), preprocessing=preprocessing, channels=src.channels),
         "output": spec["output"],
-        "input": inp,
-        "outputs": {name: _tensor_spec(d) for name, d in converted.outputs.items()},
         "temperature": 1.0,
         "logit_bias": [0.0] * len(labels),
         "threshold": 0.5,
