@@ -12,11 +12,7 @@ representative set). Each file is written with its card (beside it and embedded)
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +22,7 @@ from edge_xray.card import ModelCard
 from edge_xray.decision import ScreeningLabels
 from edge_xray.errors import InputError, ModelError, UsageError
 from edge_xray.preprocess import file_sha256
+from edge_xray.runtime import captured_stderr
 from edge_xray.train.model import arch_of, build_model
 from edge_xray.train.rundir import RunDir
 from edge_xray.train.tfcompat import tf_keras
@@ -125,28 +122,6 @@ def convert_network(model, mode: str, calibration: np.ndarray | None) -> bytes:
     return _quantize_settings(tf.lite.TFLiteConverter.from_keras_model(model), mode, calibration).convert()
 
 
-@contextlib.contextmanager
-def _converter_log():
-    """The converter's own C++ log lines (fd 2) for the duration, in a list filled on exit: kept out of
-    the terminal, where the outcome is one line. Yields None where fd 2 cannot be redirected."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield None
-        return
-    lines: list[str] = []
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
-
-
 def _why(e: Exception) -> str:
     text = str(e)
     if "Random" in text or "Stateless" in text:
@@ -164,7 +139,7 @@ def _convert_source(src, network, mode: str, calibration) -> bytes:
         raise ModelError(f"{src.path.name}: cannot build its inference network ({sources._first_line(e)})") from None
     conv, tmp = sources.converter(src, net)
     try:
-        with _converter_log():
+        with captured_stderr():  # the converter's C++ log lines: kept off the terminal (one line says the outcome)
             return _quantize_settings(conv, mode, calibration).convert()
     except ModelError:
         raise

@@ -103,10 +103,11 @@ _XNNPACK_SEEN: set = set()  # runtimes that reported their XNNPACK delegate in t
 
 
 @contextlib.contextmanager
-def _filtered_stderr(drop=(XNNPACK_INFO,)):
-    """Capture C-level writes to stderr (fd 2) for the duration, then write them back without the
-    lines in DROP. Yields the list of captured lines (filled on exit), or None when fd 2 cannot be
-    captured (no real fd 2, e.g. under a test runner's capture; no capture file): then nothing is filtered.
+def captured_stderr():
+    """Capture C-level writes to stderr (fd 2) for the duration. Yields the list of captured lines
+    (filled on exit), or None when fd 2 cannot be captured (no real fd 2, e.g. under a test runner's
+    capture; no capture file). The one capture of the project: the runtime's lines here, the TFLite
+    converter's in edge_xray.convert.
 
     The capture is an anonymous in-memory file (memfd), never a file on disk: the device may run from a
     read-only file system with no writable temporary folder (issue 20)."""
@@ -131,10 +132,20 @@ def _filtered_stderr(drop=(XNNPACK_INFO,)):
             os.close(saved)
             sink.seek(0)
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
-            kept = [line for line in lines if line.strip() not in drop]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-                sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _filtered_stderr(drop=(XNNPACK_INFO,)):
+    """captured_stderr, then the captured lines written back to stderr without the lines in DROP."""
+    lines = None
+    try:
+        with captured_stderr() as lines:
+            yield lines
+    finally:  # also when the body raised: the runtime's own error lines are never hidden
+        kept = [line for line in lines or () if line.strip() not in drop]
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
+            sys.stderr.flush()
 
 
 def _capture_file():
