@@ -4,6 +4,7 @@ it ended cleanly, bound a call that could hang, and make scans and DICOM files i
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from contextlib import contextmanager
@@ -92,3 +93,16 @@ def bundled_screener():
     import edge_xray
 
     return edge_xray.load_model()
+
+
+def full_disk_after(n):
+    """A replacement for the row/audit writers' sync that raises ENOSPC after N good syncs (a full disk)."""
+    calls = {"n": 0}
+
+    def sync(self):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.fsync(self.fd)
+
+    return sync

@@ -4,13 +4,11 @@ a usage error and a full disk stops the batch with one line, the chain intact.""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import multiprocessing
-import os
 
-from helpers import assert_clean, bundled, run, save_scan
+from helpers import assert_clean, bundled, full_disk_after, run, save_scan
 
 
 @bundled
@@ -21,18 +19,6 @@ def test_audit_log_in_missing_folder_is_a_usage_error(tmp_path):
     assert r.exit_code == 2
     log = tmp_path / "nowhere" / "audit.log"
     assert r.stderr == f"Error: cannot write the audit log {log}: No such file or directory\n"
-
-
-def full_disk_after(n):
-    calls = {"n": 0}
-
-    def sync(self):
-        calls["n"] += 1
-        if calls["n"] > n:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        os.fsync(self.fd)
-
-    return sync
 
 
 @bundled

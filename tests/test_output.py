@@ -6,14 +6,13 @@ traceback, every finished row kept."""
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from helpers import assert_clean, bundled, deadline, real_scan, run, save_scan
+from helpers import assert_clean, bundled, deadline, full_disk_after, real_scan, run, save_scan
 
 
 @bundled
@@ -64,18 +63,6 @@ def test_output_or_audit_log_that_is_a_pipe_or_device_is_refused_without_hanging
                     *(["--overwrite"] if option == "--output" else []))
         assert_clean(r)
         assert r.exit_code == 2 and r.stderr.rstrip().endswith(f"{target}: not a regular file")
-
-
-def full_disk_after(n):
-    calls = {"n": 0}
-
-    def sync(self):
-        calls["n"] += 1
-        if calls["n"] > n:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        os.fsync(self.fd)
-
-    return sync
 
 
 @bundled
