@@ -16,31 +16,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("EDGE_XRAY_DATA", ROOT.parent / "shared" / "data" / "chest_xray"))
-DEFAULT_SCAN = DEFAULT_DATA / "fullres" / "PNEUMONIA" / "person1077_bacteria_3017.jpeg"
-
-
-def start(exe: str, data_dir: str):
-    p = subprocess.Popen([exe, "serve", "--port", "0", "--data-dir", data_dir], stdout=subprocess.PIPE, text=True)
-    url = re.search(r"http://\S+/", p.stdout.readline()).group(0)
-    while True:
-        try:
-            with urllib.request.urlopen(url + "api/health", timeout=2):
-                return p, url
-        except OSError:
-            time.sleep(0.02)
+from serve import DEFAULT_SCAN, post, start, stop  # benchmarks/serve.py: one way to start a server and post
 
 
 def health_seconds(url: str) -> float:
@@ -48,28 +32,6 @@ def health_seconds(url: str) -> float:
     with urllib.request.urlopen(url + "api/health", timeout=30) as r:
         r.read()
     return time.monotonic() - t0
-
-
-def post(url: str, name: str, body_bytes: bytes):
-    """(status, content type, seconds) of a multipart POST of BODY_BYTES as the field `file`."""
-    boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-    body = head + body_bytes + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *a, **kw):
-            return None
-
-    t0 = time.monotonic()
-    try:
-        with urllib.request.build_opener(NoRedirect).open(req, timeout=120) as r:
-            return r.status, r.headers.get_content_type(), time.monotonic() - t0
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get_content_type(), time.monotonic() - t0
-    except OSError as e:  # the server closed the connection before reading everything
-        return f"connection closed ({e.__class__.__name__})", None, time.monotonic() - t0
 
 
 def idle_figures(url: str, n: int) -> dict:
@@ -92,7 +54,7 @@ def main():
     ap.add_argument("--scan", type=Path, default=DEFAULT_SCAN)
     a = ap.parse_args()
     data_dir = tempfile.mkdtemp(prefix="edge-xray-bench-")
-    p, url = start(a.exe, data_dir)
+    p, url, _ = start(a.exe, data_dir)
     out = {}
     try:
         out["idle"] = idle_figures(url, a.idle)
@@ -111,8 +73,7 @@ def main():
         out["worklist_bytes_per_screening"] = round((after - before) / 10)
         out["worklist_file"] = db.name
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(30)
+        stop(p)
         shutil.rmtree(data_dir, ignore_errors=True)
     out["scan"] = a.scan.name
     out["load_average"] = os.getloadavg()[0]
