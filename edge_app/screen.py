@@ -170,9 +170,9 @@ class Screener:
             return None, self._refused(path, "error", "not enough memory to decode this image on this device")
 
     def _screen(self, scan: Scan, path, heatmap: bool) -> Screened:
-        note = getattr(scan, "note", None)
+        note = scan.note
         # the cheap image checks, then what the file's own tags refuse (DICOM), before any inference
-        reason = self.gate.check_image(scan.image, scan.chroma) or getattr(scan, "refusal", None)
+        reason = self.gate.check_image(scan.image, scan.chroma) or scan.refusal
         if reason:
             return Screened(self._refused(path, "rejected", reason, scan.sha256, note))
         gray = crop_border(scan.image)  # once: every model below sees the radiograph without its frame
