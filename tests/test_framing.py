@@ -154,3 +154,15 @@ def test_framed_normal_scans_keep_their_answer():
         framed = screener.classify(Image.fromarray(add_border(gray, (0.15,) * 4, "black")))
         flips += framed.label != base.label
     assert flips <= 1, f"{flips} of {len(files)} framed normal scans changed their answer"
+
+
+@pytest.mark.parametrize("shape", [(256, 216), (57, 33), (3, 5), (1, 1)])
+def test_median3_is_pillows_median_filter(shape):
+    """The border crop's denoise on the per-scan path: the same pixels as Pillow's MedianFilter(3)."""
+    from PIL import ImageFilter
+
+    from edge_xray.preprocess import median3
+
+    a = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(a).filter(ImageFilter.MedianFilter(3)))
+    assert np.array_equal(median3(a), expected)
