@@ -1,14 +1,17 @@
 """Intended-use figures: refusals of held-out real negatives by kind, false refusals of real child
 scans, the check's cost per scan and its file size.
 
-    python benchmarks/intended_use.py --data TRAIN_DIR --negatives INTENDED_USE_DIR [--fullres FULLRES_DIR]
+    python benchmarks/intended_use.py --data TRAIN_DIR --negatives INTENDED_USE_DIR [--negatives MORE_DIR ...]
+                                      [--fullres FULLRES_DIR] [--hold-out-collection NAME ...]
                                       [--intended-use-model FILE] [--json]
 
 Every input goes through the whole screen (edge_xray.load_model: cheap checks, intended-use check,
 orientation, gate), and the intended-use check alone is counted beside it:
 - held-out negatives (train/intended_use.is_held_out: patients the model never learnt from) of each
   kind (adult frontal, lateral, other body part), and calibration/negatives.py's held-out non-X-rays;
-  also the negatives it learnt from (for reference only);
+  also the negatives it learnt from (for reference only); held-out negatives again by collection
+  (labels.csv `collection`); --hold-out-collection holds out every file of a collection, as the
+  training run that left it out did;
 - the screening model's patient-level validation scans (split seed 1, fraction 0.15: the bundled
   model's), and the full-resolution scans (training images: a false-refusal check only);
 - the intended-use refusal reasons given;
@@ -32,7 +35,7 @@ import numpy as np
 import edge_xray
 from edge_xray.intended_use import REASONS
 from edge_xray.inputs import list_images
-from edge_xray.preprocess import load_image, prepare
+from edge_xray.preprocess import crop_border, load_image, prepare
 from edge_xray.train.intended_use import NEGATIVE_KINDS, generated_negatives, negative_files
 
 INTENDED_USE_REASONS = set(REASONS.values())
@@ -47,21 +50,29 @@ def tally(rows, threshold) -> dict:
     refused = [r for r in rows if r.status != "ok"]
     by_check = [r for r in rows if r.intended_use is not None and r.intended_use < threshold]
     return {"n": n, "screened": n - len(refused), "refused": len(refused), "refused_by_check": len(by_check),
-            "reasons": dict(Counter(r.error for r in refused))}
+            "reasons": dict(Counter(reason_kind(r.error) for r in refused).most_common())}
+
+
+def reason_kind(error: str) -> str:
+    """A refusal reason without its figures (the gate's reasons end in a measured value in brackets)."""
+    return error.split(" (")[0] if error.endswith(")") else error
 
 
 AGE_BANDS = ((18, 30), (30, 45), (45, 60), (60, 120))
 
 
-def ages(neg_dir) -> dict:
-    """File name -> age in years, from the negatives' labels.csv (where stated)."""
+def ages(neg_dirs) -> dict:
+    """File name -> age in years, from the negatives' labels.csv files (where stated)."""
     out = {}
-    with open(Path(neg_dir) / "labels.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                out[Path(row["file"]).name] = float(row.get("age") or "")
-            except ValueError:
-                pass
+    for d in neg_dirs:
+        if not (Path(d) / "labels.csv").exists():
+            continue
+        with open(Path(d) / "labels.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    out[Path(row["file"]).name] = float(row.get("age") or "")
+                except ValueError:
+                    pass
     return out
 
 
@@ -86,7 +97,10 @@ def validation_paths(data_dir):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="Kermany-layout training folder (for the validation split)")
-    ap.add_argument("--negatives", required=True, help="intended_use folder (adult_frontal/, lateral/, other_body/)")
+    ap.add_argument("--negatives", required=True, action="append",
+                    help="intended_use folder (adult_frontal/, lateral/, other_body/); repeat for more folders")
+    ap.add_argument("--hold-out-collection", action="append", default=[], dest="hold_out_collections",
+                    help="every negative of this collection is held out (as in the training run)")
     ap.add_argument("--fullres", default=None, help="full-resolution scans")
     ap.add_argument("--intended-use-model", default=None, help="default: the bundled one")
     ap.add_argument("--json", action="store_true")
@@ -99,18 +113,26 @@ def main(argv=None):
               "size_bytes": iu.path.stat().st_size}
     print(f"intended-use model {iu.path.name}: {report['size_bytes'] / 1024:.1f} KB, threshold {t:.4g}")
 
-    negs = negative_files(args.negatives)
+    negs = negative_files(args.negatives, args.hold_out_collections)
     age_of, adults = ages(args.negatives), []
     for part in ("held_out", "learnt_from"):
         print(f"-- {part.replace('_', ' ')} negatives (whole screen; refused by the check itself)")
+        by_collection = {}
         for kind in NEGATIVE_KINDS:
-            paths = [n.path for n in negs if n.kind == kind and n.held_out == (part == "held_out")]
-            rows = screen_all(screener, paths)
+            these = [n for n in negs if n.kind == kind and n.held_out == (part == "held_out")]
+            rows = screen_all(screener, [n.path for n in these])
             adults += rows if kind == "adult_frontal" else []
+            for n, row in zip(these, rows):
+                by_collection.setdefault((n.collection, kind), []).append(row)
             r = tally(rows, t)
             report[f"{part}/{kind}"] = r
             print(f"{kind:14s} screened {r['screened']}/{r['n']}  refused {r['refused']} (by the check {r['refused_by_check']})"
                   f"  reasons {r['reasons']}")
+        for (collection, kind), rows in sorted(by_collection.items()):
+            r = tally(rows, t)
+            report[f"{part}/{collection}/{kind}"] = r
+            print(f"    collection {collection}, {kind}: screened {r['screened']}/{r['n']} "
+                  f"(refused by the check {r['refused_by_check']})")
         gen = [im for _, im in generated_negatives("held-out" if part == "held_out" else "fit")]
         r = tally(screen_all(screener, gen), t)
         report[f"{part}/not_xray_generated"] = r
@@ -136,9 +158,9 @@ def main(argv=None):
         print(f"full resolution: refused {r['refused']}/{r['n']} (by the check {r['refused_by_check']})  reasons {r['reasons']}")
         prep, inv = [], []
         for path in paths:
-            im = load_image(path, screener.model.size)  # decoded as the screen decodes it
+            im = crop_border(load_image(path, screener.model.size))  # decoded and cropped (once) as the screen does
             t0 = time.perf_counter()
-            x = prepare(im, iu.size)
+            x = prepare(im, iu.size, crop=False)
             prep.append(time.perf_counter() - t0)
             inv.append(_best(iu, x))
         shared = iu.size == screener.orientation.size  # then its input is the orientation model's, prepared once

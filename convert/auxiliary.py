@@ -90,6 +90,9 @@ def evaluate(net, ev: dict, threshold: float | None = None) -> tuple[float, dict
                        for k, v in p_val.items()},
         "fullres": scans(p_full),
         "held_out_negatives": refusal_report(held, ev["held_out_labels"], threshold),
+        "held_out_by_collection": {
+            str(c): refusal_report(held[ev["held_out_collections"] == c], ev["held_out_labels"][ev["held_out_collections"] == c],
+                                   threshold) for c in sorted(set(ev.get("held_out_collections", [])))},
         "training_negatives": refusal_report(train_neg, ev["train_negative_labels"], threshold),
     }
     return threshold, metrics
@@ -197,7 +200,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="re-threshold an intended-use model with the test-time views")
     ap.add_argument("model")
     ap.add_argument("--data", required=True)
-    ap.add_argument("--negatives", required=True)
+    ap.add_argument("--negatives", required=True, action="append", help="repeat for more folders")
     ap.add_argument("--fullres", default=None)
     ap.add_argument("--views", default=",".join(TEST_TIME_VIEWS), help="comma-separated: as_is, mirrored")
     ap.add_argument("--out", default=None, help="default: MODEL itself")
@@ -225,6 +228,8 @@ def summary(card: dict) -> list[str]:
     lines.append(f"full resolution: {f['refused']}/{f['n']} refused (lowest P(in use) {f['min_p_in_use']})")
     for k, v in m["held_out_negatives"].items():
         lines.append(f"held-out {k}: {v['refused']}/{v['n']} refused ({v['right_reason']} for the right kind)")
+    for c, kinds in m.get("held_out_by_collection", {}).items():
+        lines.append(f"  held out, collection {c}: " + ", ".join(f"{k} {v['refused']}/{v['n']}" for k, v in kinds.items()))
     return lines
 
 

@@ -593,8 +593,9 @@ def train_orientation(data_dir, out, run, epochs, seed):
 
 @cli.command("train-intended-use")
 @click.argument("data_dir", type=click.Path())
-@click.option("--negatives", required=True, type=click.Path(),
-              help="Folder with adult_frontal/, lateral/, other_body/ and labels.csv (patient ids).")
+@click.option("--negatives", required=True, multiple=True, type=click.Path(),
+              help="Folder with adult_frontal/, lateral/ and/or other_body/, and labels.csv (patient ids, "
+                   "collections). Repeat for more folders.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="MODEL.tflite (card MODEL.json beside it), e.g. edge_app/models/edge-xray-intended-use-int8.tflite.")
 @click.option("--run", type=click.Path(file_okay=False), default=None,
@@ -606,7 +607,10 @@ def train_orientation(data_dir, out, run, epochs, seed):
               help="Augmented views per epoch, half positives (default 4096).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(10, 10**6), default=None, help="Use about this many positives (tests).")
-def train_intended_use(data_dir, negatives, out, run, fullres, epochs, views, seed, limit):
+@click.option("--hold-out-collection", "hold_out_collections", multiple=True,
+              help="Hold out every negative of this collection (labels.csv `collection`): a measure on a collection "
+                   "never learnt from. Repeatable.")
+def train_intended_use(data_dir, negatives, out, run, fullres, epochs, views, seed, limit, hold_out_collections):
     """Train the int8 intended-use model (child frontal chest / adult / lateral / other body part / non-X-ray)."""
     from pathlib import Path
 
@@ -621,7 +625,7 @@ def train_intended_use(data_dir, negatives, out, run, fullres, epochs, views, se
         fullres = str(Path(data_dir).parent / "fullres")
     with user_errors():
         train(data_dir, negatives, run, fullres=fullres, epochs=epochs or EPOCHS, views=views or VIEWS_PER_EPOCH,
-              seed=seed, limit=limit)
+              seed=seed, limit=limit, hold_out_collections=hold_out_collections)
         card = convert_intended_use(run, out)
     for line in summary(card):
         click.echo(line)

@@ -176,9 +176,15 @@ class Screener:
         if reason:
             return Screened(self._refused(path, "rejected", reason, scan.sha256, note))
         gray = crop_border(scan.image)  # once: every model below sees the radiograph without its frame
-        small = prepare(gray, self.orientation.size, crop=False)  # one input for both auxiliary models
-        verdict = self.intended_use.check(small if self.intended_use.size == self.orientation.size
-                                          else prepare(gray, self.intended_use.size, crop=False))
+        inputs = {}  # the scan as it is, prepared once per input size (models of one size share it)
+
+        def prepared(size):
+            if size not in inputs:
+                inputs[size] = prepare(gray, size, crop=False)
+            return inputs[size]
+
+        small = prepared(self.orientation.size)
+        verdict = self.intended_use.check(prepared(self.intended_use.size))
         p_in_use = verdict.p_in_use
         if verdict.reason:  # a non-X-ray is refused for what the gate finds, when it finds something
             reason = (self._gate_reason(gray) or verdict.reason) if verdict.gate_first else verdict.reason
@@ -187,7 +193,7 @@ class Screener:
         if not confident:  # a non-X-ray is refused for what it is; an X-ray in doubt for its orientation
             reason = self._gate_reason(gray) or ORIENTATION_REASON
             return Screened(self._refused(path, "rejected", reason, scan.sha256, note, p_in_use))
-        x = prepare(image, self.model.size, crop=False)
+        x = prepared(self.model.size) if degrees == 0 else prepare(image, self.model.size, crop=False)
         logits, features = self.model.run(x, features=True)
         distance = self.gate.feature_distance(features)
         reason = self.gate.check_features(x, features, distance)

@@ -142,7 +142,7 @@ def test_the_bundled_model_has_its_card_and_is_trusted(bundled):
     from edge_xray.trust import BUNDLED_SHA256
 
     m = bundled.intended_use
-    assert m.card.labels == LABELS and 0.0 < m.threshold < 0.5 and m.size == bundled.orientation.size
+    assert m.card.labels == LABELS and 0.0 < m.threshold < 0.5 and m.size == m.card["training"]["recipe"]["image_size"]
     assert BUNDLED_SHA256[DEFAULT_INTENDED_USE_MODEL.name] == m.card.file_sha256
     assert DEFAULT_INTENDED_USE_MODEL.stat().st_size < 150 * 1024
     assert m.card["metrics"]["validation"]["upright"]["refused"] == 0
@@ -154,9 +154,9 @@ def test_the_check_averages_its_card_views(bundled, tmp_path):
     from edge_xray.card import ModelCard, read_model
     from edge_xray.decision import softmax
 
-    x = np.random.default_rng(3).random((64, 64)).astype(np.float32)
-    x[:, :20] *= 0.3  # not symmetric: its mirror is another input
     one = IntendedUseModel(views=("as_is",))
+    x = np.random.default_rng(3).random((one.size, one.size)).astype(np.float32)
+    x[:, :20] *= 0.3  # not symmetric: its mirror is another input
     a, b = softmax(one.run(x)), softmax(one.run(x[:, ::-1].copy()))
     assert not np.allclose(a, b)
     both = IntendedUseModel(views=("as_is", "mirrored"))
@@ -177,8 +177,10 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
 
     rng = np.random.default_rng(0)
 
+    size = IntendedUseModel().size
+
     def x(n):
-        return rng.random((n, 64, 64)).astype(np.float32)
+        return rng.random((n, size, size)).astype(np.float32)
 
     ev = {k: x(5) for k in ("validation", "validation_90", "validation_180", "validation_270", "held_out",
                             "train_negatives")}
@@ -223,6 +225,32 @@ def test_negatives_are_split_by_patient(tmp_path):
     assert 0.25 < share < 0.35
     with pytest.raises(InputError, match="expected sub-folders"):
         negative_files(tmp_path)
+
+
+def test_negatives_from_several_folders_and_a_held_out_collection(tmp_path):
+    from edge_xray.train.intended_use import negative_files
+
+    first = _negatives_folder(tmp_path / "intended_use")
+    more = tmp_path / "more"
+    (more / "other_body").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(xray_like((240, 200), seed=10 + i)).save(more / "other_body" / f"knee{i}.png")
+    with open(more / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["file", "patientid", "collection"])
+        w.writeheader()
+        w.writerows({"file": f"other_body/knee{i}.png", "patientid": f"k{i}", "collection": "knees"} for i in range(6))
+    negs = negative_files([first, more])
+    assert len(negs) == 18
+    assert {n.collection for n in negs} == {"intended_use", "knees"}  # the folder's name when labels.csv has none
+    assert not all(n.held_out for n in negs if n.collection == "knees")  # by patient, some learnt from
+    held = negative_files([first, more], hold_out_collections=("knees",))
+    assert all(n.held_out for n in held if n.collection == "knees")
+    assert [n.held_out for n in held if n.collection != "knees"] == [n.held_out for n in negs if n.collection != "knees"]
+    with pytest.raises(InputError, match="no negatives of collection hips"):
+        negative_files([first, more], hold_out_collections=("hips",))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="expected sub-folders"):
+        negative_files([first, tmp_path / "empty"])
 
 
 def test_views_of_every_class_are_augmented_alike():
@@ -283,10 +311,12 @@ def test_tiny_intended_use_training_end_to_end(tmp_path):
                                  "--fullres", str(tmp_path / "neg" / "lateral")])
     assert r.exit_code == 0, r.output
     side = json.loads(out.with_suffix(".json").read_text())
-    assert side["labels"] == list(LABELS) and side["input"]["shape"] == [1, 64, 64, 1]
+    from edge_xray.train.intended_use import IMAGE_SIZE
+
+    assert side["labels"] == list(LABELS) and side["input"]["shape"] == [1, IMAGE_SIZE, IMAGE_SIZE, 1]
     assert 0.0 < side["refusal_threshold"] <= 0.5 and "refused" in side["metrics"]["fullres"]
     m = IntendedUseModel(out)
-    assert m.check(np.zeros((64, 64), np.float32)).p_in_use >= 0.0
+    assert m.check(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)).p_in_use >= 0.0
     r = CliRunner().invoke(cli, ["train-intended-use", str(DATA / "train"), "--negatives", str(neg), "--out",
                                  str(tmp_path / "x.tflite"), "--run", str(tmp_path / "run")])
     assert r.exit_code == 2 and "not empty" in r.output

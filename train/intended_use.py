@@ -9,10 +9,12 @@ Data:
 - Positives: a Kermany-layout folder (NORMAL/, PNEUMONIA/), split by patient exactly as the bundled
   screening model was (train/data.patient_split, split seed SPLIT_SEED, fraction VAL_FRACTION): the
   validation patients are unseen by both models, and only the training part is learnt from.
-- Real negatives: a folder with adult_frontal/, lateral/ and other_body/ and a labels.csv (file,
-  ..., patientid, ...). Each kind is split by patient id (a file without one is its own patient):
+- Real negatives: one or more folders, each with some of adult_frontal/, lateral/ and other_body/ and
+  a labels.csv (file, ..., patientid, ..., collection). Each kind is split by patient id (a file
+  without one is its own patient):
   a patient is held out when crc32("kind/patient") falls in the last HELD_OUT_FRACTION of the range,
   so the split does not depend on the order or number of files. The held-out part is never learnt from.
+  A whole collection can be held out too (hold_out_collections), to measure on a collection never seen.
 - Generated non-X-rays: calibration/negatives.py's development ("fit") instances; its held-out
   instances are kept for the report.
 
@@ -22,7 +24,9 @@ the orientation model turns it back afterwards), a mirror, small rotations, zoom
 pasted text, letters, arrows and borders (adult figures from journals carry them; the child scans do
 not), tone, noise, blur, JPEG and resolution changes. Each batch holds as many negatives as positives
 (KIND_SHARES among the negative kinds). Images go through edge_xray.preprocess.prepare at IMAGE_SIZE,
-the orientation model's size, so that the device prepares one input for both models.
+as on the device. Since the refusal threshold is set by the lowest-scoring child scans, a share of the
+positive views (HARD_POSITIVES) is drawn from the training child scans the model scores lowest,
+re-scored after every epoch (the validation scans never are).
 
 The run folder (RUN) holds: qat.h5 (the quantization-aware Keras model), calibration.npy (prepared
 training views for the int8 converter), evaluation.npz (prepared inputs of the validation scans, the
@@ -54,20 +58,24 @@ from . import augment as aug
 from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
 from .rundir import write_json
 
-IMAGE_SIZE = 64  # px: the orientation model's input size, so one prepared input serves both models
+IMAGE_SIZE = 96  # px: 64 px (the orientation model's size, one shared input) refused fewer adult films
 ARCH = "xs"
 DROP_BLOCKS = 0  # the whole "xs" structure (the orientation model drops one block): 39 k parameters, ~75 KB int8
-EPOCHS = 14
+EPOCHS = 24
 QAT_EPOCHS = 2
 VIEWS_PER_EPOCH = 4096  # half positives, half negatives
 BATCH_SIZE = 64
 LEARNING_RATE = 3e-3
 QAT_LEARNING_RATE = 2e-4
 LABEL_SMOOTHING = 0.05
+FOCAL_GAMMA = 0.0  # > 0: focal loss (easy views weigh less)
+HARD_POSITIVES = 0.25  # share of the positive views drawn from the child scans the model scores lowest
+HARD_QUANTILE = 0.05  # those: the lowest 5 % of training scans by P(in use), re-scored each epoch
 SPLIT_SEED = 1  # the bundled screening model's split: its validation patients stay unseen here too
 VAL_FRACTION = 0.15
 HELD_OUT_FRACTION = 0.3  # of each real negative kind's patients
 NEGATIVE_KINDS = ("adult_frontal", "lateral", "other_body")  # folders of the negatives, classes 1, 2, 3
+NEGATIVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp")
 NOT_XRAY = 4  # class of the generated non-X-rays
 KIND_SHARES = {1: 0.35, 2: 0.25, 3: 0.25, NOT_XRAY: 0.15}  # of the negatives in a batch
 CALIBRATION_VIEWS = 300
@@ -99,6 +107,7 @@ class Negative:
     kind: str  # folder name
     patient: str
     held_out: bool
+    collection: str = ""  # labels.csv's `collection`, else the negatives folder's name
 
 
 def is_held_out(kind: str, patient: str, fraction: float = HELD_OUT_FRACTION) -> bool:
@@ -106,32 +115,37 @@ def is_held_out(kind: str, patient: str, fraction: float = HELD_OUT_FRACTION) ->
     return zlib.crc32(f"{kind}/{patient}".encode()) % 1000 >= round(1000 * (1 - fraction))
 
 
-def negative_files(neg_dir) -> list[Negative]:
-    """The real negatives of NEG_DIR (adult_frontal/, lateral/, other_body/, labels.csv), each with its
-    kind, patient id and part. Raises InputError for a wrong layout."""
-    root = Path(neg_dir)
-    if not root.is_dir():
-        raise InputError(f"{neg_dir}: not a folder")
-    missing = [k for k in NEGATIVE_KINDS if not (root / k).is_dir()]
-    if missing:
-        raise InputError(f"{neg_dir}: expected sub-folders {', '.join(k + '/' for k in NEGATIVE_KINDS)} "
-                         f"(missing: {', '.join(missing)})")
-    patients = {}
-    labels_csv = root / "labels.csv"
-    if labels_csv.exists():
-        with open(labels_csv, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("file") and (row.get("patientid") or "").strip():
-                    patients[row["file"]] = row["patientid"].strip()
+def negative_files(neg_dirs, hold_out_collections=()) -> list[Negative]:
+    """The real negatives of NEG_DIRS (one folder or several; each with some of adult_frontal/, lateral/,
+    other_body/, and a labels.csv), each with its kind, patient id, collection and part. Every file of a
+    collection named in HOLD_OUT_COLLECTIONS is held out (a measure on collections never learnt from).
+    Raises InputError for a wrong layout."""
+    dirs = [neg_dirs] if isinstance(neg_dirs, (str, Path)) else list(neg_dirs)
     out = []
-    for label, kind in enumerate(NEGATIVE_KINDS, start=1):
-        for p in sorted((root / kind).iterdir()):
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm",
-                                                                                   ".tif", ".tiff", ".bmp"):
-                patient = patients.get(f"{kind}/{p.name}", "file:" + p.name)
-                out.append(Negative(p, label, kind, patient, is_held_out(kind, patient)))
+    for root in map(Path, dirs):
+        if not root.is_dir():
+            raise InputError(f"{root}: not a folder")
+        if not any((root / k).is_dir() for k in NEGATIVE_KINDS):
+            raise InputError(f"{root}: expected sub-folders {', '.join(k + '/' for k in NEGATIVE_KINDS)} (found none)")
+        rows = {}
+        if (root / "labels.csv").exists():
+            with open(root / "labels.csv", newline="") as f:
+                rows = {r["file"]: r for r in csv.DictReader(f) if r.get("file")}
+        for label, kind in enumerate(NEGATIVE_KINDS, start=1):
+            if not (root / kind).is_dir():
+                continue
+            for p in sorted((root / kind).iterdir()):
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in NEGATIVE_SUFFIXES:
+                    row = rows.get(f"{kind}/{p.name}", {})
+                    patient = (row.get("patientid") or "").strip() or "file:" + p.name
+                    collection = (row.get("collection") or "").strip() or root.name
+                    held = collection in hold_out_collections or is_held_out(kind, patient)
+                    out.append(Negative(p, label, kind, patient, held, collection))
     if not out:
-        raise InputError(f"{neg_dir}: no images in {', '.join(NEGATIVE_KINDS)}")
+        raise InputError(f"{', '.join(map(str, dirs))}: no images in {', '.join(NEGATIVE_KINDS)}")
+    unknown = set(hold_out_collections) - {n.collection for n in out}
+    if unknown:
+        raise InputError(f"no negatives of collection {', '.join(sorted(unknown))}")
     return out
 
 
@@ -239,13 +253,17 @@ def prepared(images, size: int = IMAGE_SIZE, k: int = 0) -> np.ndarray:
 
 
 # --- training ------------------------------------------------------------------------------------
-def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch):
+def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch, hard=None):
     """One epoch of VIEWS augmented views, half positives, half negatives (KIND_SHARES), shuffled."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng([seed, epoch])
     n_neg = views // 2
-    src, lab = [("p", int(i)) for i in rng.integers(0, len(pos), views - n_neg)], [0] * (views - n_neg)
+    n_pos = views - n_neg
+    n_hard = int(round(HARD_POSITIVES * n_pos)) if hard is not None and len(hard) else 0
+    picks = np.concatenate([rng.integers(0, len(pos), n_pos - n_hard), rng.choice(hard, n_hard)]) if n_hard else \
+        rng.integers(0, len(pos), n_pos)
+    src, lab = [("p", int(i)) for i in picks], [0] * n_pos
     shares = {c: s for c, s in KIND_SHARES.items() if (neg_labels == c).any()}
     total = sum(shares.values())
     for c, s in shares.items():
@@ -276,13 +294,18 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
     n = len(LABELS)
     total = max(1, epochs * (views // batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(lr, total, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING))
-    history = []
+    loss = (keras.losses.CategoricalFocalCrossentropy(gamma=FOCAL_GAMMA, alpha=1.0, from_logits=True,
+                                                      label_smoothing=LABEL_SMOOTHING) if FOCAL_GAMMA > 0 else
+            keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING))
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    history, hard = [], None
     for e in range(epochs):
         t0 = time.time()
         losses = [float(model.train_on_batch(x, np.eye(n, dtype=np.float32)[y]))
-                  for x, y in _batches(pos, neg, neg_labels, size, batch_size, views, seed, start + e)]
+                  for x, y in _batches(pos, neg, neg_labels, size, batch_size, views, seed, start + e, hard)]
+        if HARD_POSITIVES > 0:  # the training child scans the model now scores lowest (never validation ones)
+            p_in = _softmax(model.predict(prepared(pos, size), batch_size=256, verbose=0))[:, 0]
+            hard = np.flatnonzero(p_in <= np.quantile(p_in, HARD_QUANTILE))
         pred = model.predict(val[0], batch_size=256, verbose=0).argmax(1)
         pos_kept = float((pred[val[1] == 0] == 0).mean()) if (val[1] == 0).any() else None
         neg_refused = float((pred[val[1] != 0] != 0).mean()) if (val[1] != 0).any() else None
@@ -293,6 +316,12 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
         _log(quiet, f"{phase} epoch {e + 1}/{epochs}  loss {row['loss']:.4f}  validation kept (argmax) "
                     f"{pos_kept:.4f}  held-out negatives refused (argmax) {neg_refused:.4f}  {row['seconds']:.0f}s")
     return history
+
+
+def _softmax(z):
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
 
 
 def tf_keras():
@@ -319,10 +348,10 @@ def _fullres_inputs(fullres, size):
                                      if paths else np.zeros((0, size, size, 1), np.float32))
 
 
-def _load_data(data_dir, negatives, image_size: int, limit=None, quiet: bool = True) -> dict:
+def _load_data(data_dir, negatives, image_size: int, limit=None, quiet: bool = True, hold_out_collections=()) -> dict:
     """Positives (split by patient) and negatives (learnt from / held out), kept at twice IMAGE_SIZE."""
     items = stratified_limit(scan_folder(data_dir), limit, SPLIT_SEED)
-    negs = negative_files(negatives)
+    negs = negative_files(negatives, hold_out_collections)
     items, images, skipped = load_images(items, SOURCE_SIZE)
     for s in skipped:
         _log(quiet, f"skipped unreadable image {s}")
@@ -356,19 +385,21 @@ def _evaluation(d: dict, fullres, image_size: int) -> dict:
         fullres=fr_x, fullres_names=np.array(fr_names),
         held_out=prepared(d["held_x"], image_size), held_out_labels=d["held_y"],
         held_out_names=np.array([n.path.name for n in d["negs"] if n.held_out] + [name for name, _ in d["gen_held"]]),
+        held_out_collections=np.array([n.collection for n in d["negs"] if n.held_out] + ["generated"] * len(d["gen_held"])),
         train_negatives=prepared(d["train_neg"], image_size), train_negative_labels=d["train_neg_labels"])
 
 
-def evaluation_set(data_dir, negatives, fullres=None, image_size: int = IMAGE_SIZE) -> dict:
+def evaluation_set(data_dir, negatives, fullres=None, image_size: int = IMAGE_SIZE, hold_out_collections=()) -> dict:
     """The evaluation arrays a run of DATA_DIR and NEGATIVES writes (evaluation.npz), without training:
     to measure (or re-threshold, convert/auxiliary.rethreshold_intended_use) a model already made."""
-    return _evaluation(_load_data(data_dir, negatives, image_size), fullres, image_size)
+    return _evaluation(_load_data(data_dir, negatives, image_size, hold_out_collections=hold_out_collections),
+                       fullres, image_size)
 
 
 def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPOCHS, qat_epochs: int = QAT_EPOCHS,
                        seed: int = 0, views: int = VIEWS_PER_EPOCH, limit: int | None = None,
                        batch_size: int = BATCH_SIZE, drop_blocks: int = DROP_BLOCKS, image_size: int = IMAGE_SIZE,
-                       quiet: bool = False) -> Path:
+                       hold_out_collections=(), quiet: bool = False) -> Path:
     """Train on DATA_DIR (positives) and NEGATIVES; write the run folder RUN; returns its path."""
     t_start = time.time()
     run = Path(run)
@@ -376,13 +407,17 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
         raise UsageError(f"--out for the run folder must be a folder, not a model file ({run.name})")
     if run.exists() and any(run.iterdir()):
         raise UsageError(f"{run}: the run folder exists and is not empty")
-    d = _load_data(data_dir, negatives, image_size, limit, quiet)
+    d = _load_data(data_dir, negatives, image_size, limit, quiet, hold_out_collections)
     items, images, skipped, tr, va = d["items"], d["images"], d["skipped"], d["tr"], d["va"]
     neg_labels, held, gen_fit, gen_held = d["neg_labels"], d["held"], d["gen_fit"], d["gen_held"]
     train_neg, train_neg_labels, held_x, held_y = d["train_neg"], d["train_neg_labels"], d["held_x"], d["held_y"]
     counts = {k: {"train": int(((neg_labels == i + 1) & ~held).sum()), "held_out": int(((neg_labels == i + 1) & held).sum())}
               for i, k in enumerate(NEGATIVE_KINDS)}
     counts["not_xray_generated"] = {"train": len(gen_fit), "held_out": len(gen_held)}
+    collections = {}
+    for n in d["negs"]:
+        c = collections.setdefault(n.collection, {}).setdefault(n.kind, {"train": 0, "held_out": 0})
+        c["held_out" if n.held_out else "train"] += 1
     _log(quiet, f"data: {len(tr)} training / {len(va)} validation scans; negatives (train / held out): "
                 + ", ".join(f"{k} {v['train']}/{v['held_out']}" for k, v in counts.items()))
 
@@ -426,15 +461,18 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                           "validation": int(len(va)), "file_list_sha256": file_list_hash(items),
                           "skipped": len(skipped), "split": f"patient_split, seed {SPLIT_SEED}, fraction {VAL_FRACTION} "
                                                             "(the bundled screening model's)"},
-            "negatives": {"dir": Path(negatives).name, "counts": counts,
-                          "held_out": f"by patient id, crc32 of kind/patient, fraction {HELD_OUT_FRACTION}",
+            "negatives": {"dirs": [Path(x).name for x in ([negatives] if isinstance(negatives, (str, Path)) else negatives)],
+                          "counts": counts, "collections": collections,
+                          "held_out": f"by patient id, crc32 of kind/patient, fraction {HELD_OUT_FRACTION}"
+                                      + (f"; every file of {', '.join(hold_out_collections)}" if hold_out_collections else ""),
                           "generated": "calibration/negatives.py: fit instances for training, held-out ones kept"},
             "fullres": {"dir": Path(fullres).name if fullres else None, "images": len(fr_names)},
         },
         "recipe": {"image_size": image_size, "arch": ARCH, "drop_blocks": drop_blocks, "epochs": epochs,
                    "qat_epochs": qat_epochs, "views_per_epoch": views, "batch_size": batch_size,
                    "learning_rate": LEARNING_RATE, "qat_learning_rate": QAT_LEARNING_RATE,
-                   "label_smoothing": LABEL_SMOOTHING, "seed": seed, "limit": limit, "kind_shares": KIND_SHARES,
+                   "label_smoothing": LABEL_SMOOTHING, "focal_gamma": FOCAL_GAMMA, "hard_positives": HARD_POSITIVES,
+                   "hard_quantile": HARD_QUANTILE, "seed": seed, "limit": limit, "kind_shares": KIND_SHARES,
                    "augmentation": {"P_MIRROR": P_MIRROR, "ROTATION_DEG": ROTATION_DEG, "ZOOM": ZOOM, "ASPECT": ASPECT,
                                     "SHIFT": SHIFT, "P_CROP": P_CROP, "P_CROP_POSITIVE": P_CROP_POSITIVE, "CROP": CROP, "P_ANNOTATE": P_ANNOTATE,
                                     "P_BORDER": P_BORDER, "P_JPEG": P_JPEG, "JPEG_QUALITY": JPEG_QUALITY,
@@ -446,7 +484,8 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
         "history": history,
         "versions": package_versions(),
         "command": (f"edge-xray train-intended-use DATA_DIR --negatives NEGATIVES_DIR --out MODEL.tflite "
-                    f"--epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")),
+                    f"--epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")
+                    + "".join(f" --hold-out-collection {c}" for c in hold_out_collections)),
         "wall_seconds": round(time.time() - t_start, 1),
     }
     write_json(run / "config.json", config)
