@@ -271,7 +271,7 @@ def test_views_of_every_class_are_augmented_alike():
 def test_bundled_check_refuses_held_out_negatives_and_keeps_full_resolution_scans(bundled):
     """Held-out real negatives (patients the model never learnt from): every lateral and hand refused,
     laterals for being lateral; adult films refused more often than by the screen without the check
-    (at least 40 %: the figure is in docs/intended-use.md); no full-resolution child scan refused."""
+    (at least 55 %: 37 / 61 in docs/intended-use.md); no full-resolution child scan refused."""
     from edge_xray.inputs import list_images
     from edge_xray.screen import Screener
     from edge_xray.train.intended_use import negative_files
@@ -286,7 +286,7 @@ def test_bundled_check_refuses_held_out_negatives_and_keeps_full_resolution_scan
         refused = sum(s.status == "rejected" for s in rows)
         assert all(s.intended_use is not None for s in rows)
         if kind == "adult_frontal":
-            assert refused >= 0.4 * len(rows) and refused > sum(without.classify(p).status == "rejected" for p in paths)
+            assert refused >= 0.55 * len(rows) and refused > sum(without.classify(p).status == "rejected" for p in paths)
         else:
             assert refused == len(rows), (kind, [s.error for s in rows])
         if kind == "lateral":
