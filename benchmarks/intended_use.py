@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -54,8 +55,9 @@ def tally(rows, threshold) -> dict:
 
 
 def reason_kind(error: str) -> str:
-    """A refusal reason without its figures (the gate's reasons end in a measured value in brackets)."""
-    return error.split(" (")[0] if error.endswith(")") else error
+    """A refusal reason without its figures (the gate's reasons end in a measured value in brackets;
+    the intended-use reasons' own brackets hold words and stay)."""
+    return re.sub(r" \([^()]*\d[^()]*\)$", "", error)
 
 
 AGE_BANDS = ((18, 30), (30, 45), (45, 60), (60, 120))
@@ -95,7 +97,7 @@ def validation_paths(data_dir):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="Kermany-layout training folder (for the validation split)")
     ap.add_argument("--negatives", required=True, action="append",
                     help="intended_use folder (adult_frontal/, lateral/, other_body/); repeat for more folders")

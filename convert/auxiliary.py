@@ -202,10 +202,13 @@ def main(argv=None):
     ap.add_argument("--data", required=True)
     ap.add_argument("--negatives", required=True, action="append", help="repeat for more folders")
     ap.add_argument("--fullres", default=None)
+    ap.add_argument("--hold-out-collection", action="append", default=[], dest="hold_out_collections",
+                    help="as the run that made MODEL held it out")
     ap.add_argument("--views", default=",".join(TEST_TIME_VIEWS), help="comma-separated: as_is, mirrored")
     ap.add_argument("--out", default=None, help="default: MODEL itself")
     args = ap.parse_args(argv)
-    card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres), args.out,
+    card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres,
+                                                                  hold_out_collections=tuple(args.hold_out_collections)), args.out,
                                     tuple(args.views.split(",")))
     print("\n".join(summary(card)))
 

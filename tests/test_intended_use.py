@@ -185,6 +185,7 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
     ev = {k: x(5) for k in ("validation", "validation_90", "validation_180", "validation_270", "held_out",
                             "train_negatives")}
     ev.update(fullres=x(3)[..., None], held_out_labels=np.array([1, 2, 3, 4, 1]),
+              held_out_collections=np.array(["a", "a", "b", "generated", "b"]),
               train_negative_labels=np.array([1, 2, 3, 4, 4]))
     card = rethreshold_intended_use(DEFAULT_INTENDED_USE_MODEL, ev, tmp_path / "iu.tflite", ("as_is", "mirrored"))
     m = IntendedUseModel(tmp_path / "iu.tflite")
@@ -193,6 +194,13 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
     assert m.threshold == pytest.approx(np.clip(SAFETY * min(p), MIN_THRESHOLD, MAX_THRESHOLD), abs=1e-6)
     assert read_model(tmp_path / "iu.tflite")[0] == read_model(DEFAULT_INTENDED_USE_MODEL)[0]  # the same network
     assert card["metrics"]["held_out_negatives"]["adult_frontal"]["n"] == 2
+    by = card["metrics"]["held_out_by_collection"]  # the same held-out figures, again by collection
+    assert sorted(by) == ["a", "b", "generated"] and by["b"]["adult_frontal"]["n"] == 1 and by["b"]["other_body"]["n"] == 1
+    assert sum(v["refused"] for c in by.values() for v in c.values()) == sum(
+        v["refused"] for v in card["metrics"]["held_out_negatives"].values())
+    from edge_xray.convert.auxiliary import summary
+
+    assert "  held out, collection b: adult_frontal " in "\n".join(summary(card))
 
 
 # --- training pieces (no TensorFlow) ------------------------------------------------------------

@@ -26,7 +26,8 @@ not), tone, noise, blur, JPEG and resolution changes. Each batch holds as many n
 (KIND_SHARES among the negative kinds). Images go through edge_xray.preprocess.prepare at IMAGE_SIZE,
 as on the device. Since the refusal threshold is set by the lowest-scoring child scans, a share of the
 positive views (HARD_POSITIVES) is drawn from the training child scans the model scores lowest,
-re-scored after every epoch (the validation scans never are).
+re-scored after each epoch (the first epoch of each phase draws them all alike; the validation scans
+are never scored).
 
 The run folder (RUN) holds: qat.h5 (the quantization-aware Keras model), calibration.npy (prepared
 training views for the int8 converter), evaluation.npz (prepared inputs of the validation scans, the
@@ -121,6 +122,7 @@ def negative_files(neg_dirs, hold_out_collections=()) -> list[Negative]:
     collection named in HOLD_OUT_COLLECTIONS is held out (a measure on collections never learnt from).
     Raises InputError for a wrong layout."""
     dirs = [neg_dirs] if isinstance(neg_dirs, (str, Path)) else list(neg_dirs)
+    hold_out_collections = {hold_out_collections} if isinstance(hold_out_collections, str) else set(hold_out_collections)
     out = []
     for root in map(Path, dirs):
         if not root.is_dir():
@@ -299,12 +301,13 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
             keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING))
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     history, hard = [], None
+    pos_x = prepared(pos, size) if HARD_POSITIVES > 0 else None  # un-augmented, to find the hard ones
     for e in range(epochs):
         t0 = time.time()
         losses = [float(model.train_on_batch(x, np.eye(n, dtype=np.float32)[y]))
                   for x, y in _batches(pos, neg, neg_labels, size, batch_size, views, seed, start + e, hard)]
-        if HARD_POSITIVES > 0:  # the training child scans the model now scores lowest (never validation ones)
-            p_in = _softmax(model.predict(prepared(pos, size), batch_size=256, verbose=0))[:, 0]
+        if pos_x is not None and e + 1 < epochs:  # the training child scans it now scores lowest (never validation)
+            p_in = _softmax(model.predict(pos_x, batch_size=256, verbose=0))[:, 0]
             hard = np.flatnonzero(p_in <= np.quantile(p_in, HARD_QUANTILE))
         pred = model.predict(val[0], batch_size=256, verbose=0).argmax(1)
         pos_kept = float((pred[val[1] == 0] == 0).mean()) if (val[1] == 0).any() else None
@@ -414,6 +417,7 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     counts = {k: {"train": int(((neg_labels == i + 1) & ~held).sum()), "held_out": int(((neg_labels == i + 1) & held).sum())}
               for i, k in enumerate(NEGATIVE_KINDS)}
     counts["not_xray_generated"] = {"train": len(gen_fit), "held_out": len(gen_held)}
+    neg_names = [Path(x).name for x in ([negatives] if isinstance(negatives, (str, Path)) else negatives)]
     collections = {}
     for n in d["negs"]:
         c = collections.setdefault(n.collection, {}).setdefault(n.kind, {"train": 0, "held_out": 0})
@@ -461,7 +465,7 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                           "validation": int(len(va)), "file_list_sha256": file_list_hash(items),
                           "skipped": len(skipped), "split": f"patient_split, seed {SPLIT_SEED}, fraction {VAL_FRACTION} "
                                                             "(the bundled screening model's)"},
-            "negatives": {"dirs": [Path(x).name for x in ([negatives] if isinstance(negatives, (str, Path)) else negatives)],
+            "negatives": {"dirs": neg_names,
                           "counts": counts, "collections": collections,
                           "held_out": f"by patient id, crc32 of kind/patient, fraction {HELD_OUT_FRACTION}"
                                       + (f"; every file of {', '.join(hold_out_collections)}" if hold_out_collections else ""),
@@ -483,8 +487,8 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                   "input": [image_size, image_size, 1]},
         "history": history,
         "versions": package_versions(),
-        "command": (f"edge-xray train-intended-use DATA_DIR --negatives NEGATIVES_DIR --out MODEL.tflite "
-                    f"--epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")
+        "command": ("edge-xray train-intended-use DATA_DIR" + "".join(f" --negatives {d}" for d in neg_names)
+                    + f" --out MODEL.tflite --epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")
                     + "".join(f" --hold-out-collection {c}" for c in hold_out_collections)),
         "wall_seconds": round(time.time() - t_start, 1),
     }
