@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from edge_xray import __version__
+from edge_xray.decision import softmax
 from edge_xray.errors import InputError, UsageError
 from edge_xray.intended_use import LABELS, MODEL_NAME
 
@@ -307,7 +308,7 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
         losses = [float(model.train_on_batch(x, np.eye(n, dtype=np.float32)[y]))
                   for x, y in _batches(pos, neg, neg_labels, size, batch_size, views, seed, start + e, hard)]
         if pos_x is not None and e + 1 < epochs:  # the training child scans it now scores lowest (never validation)
-            p_in = _softmax(model.predict(pos_x, batch_size=256, verbose=0))[:, 0]
+            p_in = softmax(model.predict(pos_x, batch_size=256, verbose=0))[:, 0]
             hard = np.flatnonzero(p_in <= np.quantile(p_in, HARD_QUANTILE))
         pred = model.predict(val[0], batch_size=256, verbose=0).argmax(1)
         pos_kept = float((pred[val[1] == 0] == 0).mean()) if (val[1] == 0).any() else None
@@ -319,12 +320,6 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
         _log(quiet, f"{phase} epoch {e + 1}/{epochs}  loss {row['loss']:.4f}  validation kept (argmax) "
                     f"{pos_kept:.4f}  held-out negatives refused (argmax) {neg_refused:.4f}  {row['seconds']:.0f}s")
     return history
-
-
-def _softmax(z):
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def tf_keras():
