@@ -25,6 +25,10 @@ from edge_xray.card import ModelCard
 from edge_xray.errors import EdgeXrayError, InputError, UsageError
 from edge_xray.intended_use import IN_USE, LABELS, TEST_TIME_VIEWS, IntendedUseModel
 from edge_xray.orientation import ANGLES, CONFIDENCE, OrientationModel
+from edge_xray.train.rundir import AUX_CALIBRATION as CALIBRATION  # the run folder's files
+from edge_xray.train.rundir import AUX_EVALUATION as EVALUATION
+from edge_xray.train.rundir import CONFIG
+from edge_xray.train.rundir import QAT_MODEL as QAT
 
 from .convert import card_head, convert_network, float_tensors
 
@@ -37,7 +41,6 @@ MAX_THRESHOLD = 0.5
 MIN_THRESHOLD = 0.001
 THRESHOLD_RULE = (f"{SAFETY} x the lowest P(in use) of the validation scans and the full-resolution scans "
                   f"(upright), within [{MIN_THRESHOLD}, {MAX_THRESHOLD}]")
-EVALUATION, CALIBRATION, CONFIG, QAT = "evaluation.npz", "calibration.npy", "config.json", "qat.h5"
 KIND_NAMES = {1: "adult_frontal", 2: "lateral", 3: "other_body", 4: "not_xray_generated"}
 
 

@@ -58,7 +58,7 @@ from edge_xray.intended_use import LABELS, MODEL_NAME
 
 from . import augment as aug
 from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
-from .rundir import write_json
+from .rundir import write_auxiliary_run
 
 IMAGE_SIZE = 96  # px: 64 px (the orientation model's size, one shared input) refused fewer adult films
 ARCH = "xs"
@@ -438,18 +438,12 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     history += _fit(qat, pos, train_neg, train_neg_labels, image_size, qat_epochs, QAT_LEARNING_RATE, batch_size,
                     views, seed, val, quiet, "qat", start=epochs)
 
-    run.mkdir(parents=True, exist_ok=True)
-    qat.save(str(run / "qat.h5"), include_optimizer=False)
     rng = np.random.default_rng([seed, 999])
     cal_src = [pos[i] for i in rng.choice(len(pos), CALIBRATION_VIEWS // 2)]
     cal_src += [train_neg[i] for i in rng.choice(len(train_neg), CALIBRATION_VIEWS - len(cal_src))]
-    np.save(run / "calibration.npy", np.stack([view(a, image_size, rng) for a in cal_src])[..., None].astype(np.float32))
+    calibration = np.stack([view(a, image_size, rng) for a in cal_src])[..., None]
     ev = _evaluation(d, fullres, image_size)
-    np.savez_compressed(run / "evaluation.npz", **ev)
     fr_names = ev["fullres_names"]
-    from .train import package_versions
-    from .model import multiply_adds
-
     config = {
         "name": MODEL_NAME,
         "version": __version__,
@@ -478,16 +472,11 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                                     "GAMMA": GAMMA, "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL,
                                     "quarter_turns": "uniform 0, 90, 180, 270", "P_BLUR": aug.P_BLUR,
                                     "P_RESAMPLE": aug.P_RESAMPLE, "P_NOISE": aug.P_NOISE}},
-        "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
-                  "input": [image_size, image_size, 1]},
-        "history": history,
-        "versions": package_versions(),
         "command": ("edge-xray train-intended-use DATA_DIR" + "".join(f" --negatives {d}" for d in neg_names)
                     + f" --out MODEL.tflite --epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")
                     + "".join(f" --hold-out-collection {c}" for c in hold_out_collections)),
-        "wall_seconds": round(time.time() - t_start, 1),
     }
-    write_json(run / "config.json", config)
+    config = write_auxiliary_run(run, qat, calibration, ev, config, model, history, t_start)
     _log(quiet, f"{run}: run folder written ({config['wall_seconds']:.0f}s)")
     return run
 

@@ -31,10 +31,9 @@ from edge_xray.orientation import ANGLES, CONFIDENCE, MODEL_NAME, rotate_clockwi
 
 from . import augment as aug
 from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
-from .model import ARCHITECTURES, build_model, multiply_adds
-from .rundir import write_json
+from .model import ARCHITECTURES, build_model
+from .rundir import write_auxiliary_run
 from .tfcompat import tf_keras, tfmot
-from .train import package_versions
 
 IMAGE_SIZE = 64  # px: orientation needs only the coarse layout (shoulders up, diaphragm down)
 ARCH = "xs"  # train/model.py's smallest structure, with a 4-way head
@@ -200,10 +199,6 @@ def train_orientation(data_dir, run, epochs: int = EPOCHS, seed: int = 0, image_
     cal = np.stack([view(images[tr[i]], int(rng.integers(4)), image_size) for i in pick])[..., None]
     mirrored = (np.stack([view(np.ascontiguousarray(a[:, ::-1]), 0, image_size) for a in images[va]])
                 if len(va) else np.zeros((0, image_size, image_size), np.float32))
-    run.mkdir(parents=True, exist_ok=True)
-    qat.save(str(run / "qat.h5"), include_optimizer=False)
-    np.save(run / "calibration.npy", cal.astype(np.float32))
-    np.savez_compressed(run / "evaluation.npz", validation=val[0], validation_labels=val[1], mirrored=mirrored)
     config = {
         "name": MODEL_NAME,
         "version": __version__,
@@ -225,15 +220,11 @@ def train_orientation(data_dir, run, epochs: int = EPOCHS, seed: int = 0, image_
                                     "P_NOISE": aug.P_NOISE, "NOISE_SIGMA": aug.NOISE_SIGMA, "GAMMA": GAMMA,
                                     "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL},
                    "calibration_steps": int(len(cal))},
-        "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
-                  "input": [image_size, image_size, 1]},
-        "history": history,
-        "versions": package_versions(),
         "command": (f"edge-xray train-orientation DATA_DIR --out MODEL.tflite --epochs {epochs} --seed {seed}"
                     + (f" (image size {image_size}, limit {limit})" if image_size != IMAGE_SIZE or limit else "")),
-        "wall_seconds": round(time.time() - t_start, 1),
     }
-    write_json(run / "config.json", config)
+    config = write_auxiliary_run(run, qat, cal, dict(validation=val[0], validation_labels=val[1], mirrored=mirrored),
+                                 config, model, history, t_start)
     _log(quiet, f"{run}: run folder written ({config['wall_seconds']:.0f}s)")
     return run
 

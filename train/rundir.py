@@ -24,6 +24,36 @@ CONFIG, SPLIT, HISTORY, METRICS, STATE = "config.json", "split.json", "history.j
 FLOAT_MODEL, QAT_MODEL, CHECKPOINTS = "float.h5", "qat.h5", "ckpt"
 
 
+# An auxiliary model's run folder (train/orientation.py, train/intended_use.py), which
+# convert/auxiliary.py turns into an int8 model with its card: qat.h5, these two, and config.json.
+AUX_CALIBRATION, AUX_EVALUATION = "calibration.npy", "evaluation.npz"
+
+
+def write_auxiliary_run(run: Path, qat, calibration, evaluation: dict, config: dict, model, history,
+                        t_start: float) -> dict:
+    """Write an auxiliary run folder RUN: QAT (the quantization-aware Keras model), CALIBRATION (prepared
+    views for the int8 converter), EVALUATION (named arrays), and CONFIG completed with what every
+    auxiliary card records: MODEL's size, HISTORY, package versions, the wall time since T_START.
+    Returns the config written."""
+    import time
+
+    import numpy as np
+
+    from .model import multiply_adds
+    from .train import package_versions
+
+    run.mkdir(parents=True, exist_ok=True)
+    qat.save(str(run / QAT_MODEL), include_optimizer=False)
+    np.save(run / AUX_CALIBRATION, np.asarray(calibration, np.float32))
+    np.savez_compressed(run / AUX_EVALUATION, **evaluation)
+    config = {**config,
+              "model": {"parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
+                        "input": list(model.input_shape[1:])},
+              "history": history, "versions": package_versions(), "wall_seconds": round(time.time() - t_start, 1)}
+    write_json(run / CONFIG, config)
+    return config
+
+
 def file_key(path) -> str:
     """The key of an image in a Kermany-layout folder, `CLASS_FOLDER/FILE_NAME` (as split.json lists it)."""
     path = Path(path)
