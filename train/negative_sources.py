@@ -10,8 +10,8 @@ there, as `owner+name`, `owner/name` or `name` (with its `repo` folder inside, i
 never part of this repository: this is how anyone gets the same ones (see docs/intended-use.md,
 "Training data").
 
-Each image is made as it was for the bundled model: 16-bit images are rescaled to 8 bits (their own
-0.5-99.5 percentile range), grey stored as RGB becomes grey, a source stored turned by 90 degrees
+Each image is made as it was for the bundled model: 16-bit images are rescaled to 8 bits as the
+screen rescales them (edge_xray.levels), grey stored as RGB becomes grey, a source stored turned by 90 degrees
 (the manifest's `view` says so) is turned back, the long side is brought down to MAX_SIDE px (Lanczos),
 and the image is saved as the manifest's file name says (JPEG at JPEG_QUALITY, or PNG); DICOM files
 are copied byte for byte. Rows whose source is missing are reported and skipped (exit code 1).
@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from edge_xray.levels import gray8_from_array
 
 MAX_SIDE = 1024
 JPEG_QUALITY = 92
@@ -60,11 +62,7 @@ def source_bytes(repos: Path, source: str) -> bytes:
 def to_8bit(im: Image.Image) -> Image.Image:
     """An 8-bit L (or RGB, for real colour) image: 16-bit and float rescaled, grey-as-RGB made grey."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, np.float64)
-        lo, hi = np.percentile(a, (0.5, 99.5))
-        if hi <= lo:
-            lo, hi = float(a.min()), float(a.max()) + 1.0
-        return Image.fromarray((np.clip((a - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8))
+        return gray8_from_array(np.asarray(im))  # the screen's own rescale of high bit depths
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB" if im.mode in ("P", "RGBA", "CMYK", "YCbCr") else "L")
     if im.mode == "RGB":
