@@ -24,12 +24,10 @@ Prints one line per figure; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -63,26 +61,11 @@ def reason_kind(error: str) -> str:
 AGE_BANDS = ((18, 30), (30, 45), (45, 60), (60, 120))
 
 
-def ages(neg_dirs) -> dict:
-    """File name -> age in years, from the negatives' labels.csv files (where stated)."""
-    out = {}
-    for d in neg_dirs:
-        if not (Path(d) / "labels.csv").exists():
-            continue
-        with open(Path(d) / "labels.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                try:
-                    out[Path(row["file"]).name] = float(row.get("age") or "")
-                except ValueError:
-                    pass
-    return out
-
-
-def by_age(rows, age_of) -> dict:
+def by_age(rows, ages) -> dict:
     """Adult films refused by the whole screen, per age band (a hint of how the check treats age)."""
     out = {}
     for lo, hi in AGE_BANDS:
-        r = [s for s in rows if lo <= age_of.get(Path(s.path).name, -1) < hi]
+        r = [s for s, age in zip(rows, ages) if age is not None and lo <= age < hi]
         out[f"{lo}-{hi}"] = {"n": len(r), "refused": sum(s.status != "ok" for s in r),
                              "median_p_in_use": round(float(np.median([s.intended_use for s in r if s.intended_use is not None] or [np.nan])), 4)}
     return out
@@ -116,14 +99,16 @@ def main(argv=None):
     print(f"intended-use model {iu.path.name}: {report['size_bytes'] / 1024:.1f} KB, threshold {t:.4g}")
 
     negs = negative_files(args.negatives, args.hold_out_collections)
-    age_of, adults = ages(args.negatives), []
+    adults, adult_ages = [], []
     for part in ("held_out", "learnt_from"):
         print(f"-- {part.replace('_', ' ')} negatives (whole screen; refused by the check itself)")
         by_collection = {}
         for kind in NEGATIVE_KINDS:
             these = [n for n in negs if n.kind == kind and n.held_out == (part == "held_out")]
             rows = screen_all(screener, [n.path for n in these])
-            adults += rows if kind == "adult_frontal" else []
+            if kind == "adult_frontal":
+                adults += rows
+                adult_ages += [n.age for n in these]
             for n, row in zip(these, rows):
                 by_collection.setdefault((n.collection, kind), []).append(row)
             r = tally(rows, t)
@@ -142,7 +127,7 @@ def main(argv=None):
               f"{r['refused_by_check']}); intended-use reasons given: "
               f"{sum(v for k, v in r['reasons'].items() if k in INTENDED_USE_REASONS)}")
 
-    report["adult_by_age"] = by_age(adults, age_of)
+    report["adult_by_age"] = by_age(adults, adult_ages)
     print("adult frontal films (held out and learnt from) refused by age: " + ", ".join(
         f"{k}: {v['refused']}/{v['n']} (median P(in use) {v['median_p_in_use']})" for k, v in report["adult_by_age"].items()))
     print("-- real child scans (false refusals)")

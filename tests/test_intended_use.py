@@ -244,13 +244,15 @@ def test_negatives_from_several_folders_and_a_held_out_collection(tmp_path):
     for i in range(6):
         Image.fromarray(xray_like((240, 200), seed=10 + i)).save(more / "other_body" / f"knee{i}.png")
     with open(more / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["file", "patientid", "collection"])
+        w = csv.DictWriter(f, ["file", "patientid", "collection", "age"])
         w.writeheader()
-        w.writerows({"file": f"other_body/knee{i}.png", "patientid": f"k{i}", "collection": "knees"} for i in range(6))
+        w.writerows({"file": f"other_body/knee{i}.png", "patientid": f"k{i}", "collection": "knees",
+                     "age": {0: "34", 1: "unknown"}.get(i, "")} for i in range(6))
     negs = negative_files([first, more])
     assert len(negs) == 18
     assert {n.collection for n in negs} == {"intended_use", "knees"}  # the folder's name when labels.csv has none
     assert not all(n.held_out for n in negs if n.collection == "knees")  # by patient, some learnt from
+    assert [n.age for n in negs if n.collection == "knees"] == [34.0] + [None] * 5  # where labels.csv states one
     held = negative_files([first, more], hold_out_collections=("knees",))
     assert all(n.held_out for n in held if n.collection == "knees")
     assert [n.held_out for n in held if n.collection != "knees"] == [n.held_out for n in negs if n.collection != "knees"]

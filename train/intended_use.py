@@ -110,11 +110,19 @@ class Negative:
     patient: str
     held_out: bool
     collection: str = ""  # labels.csv's `collection`, else the negatives folder's name
+    age: float | None = None  # years, labels.csv's `age` where it states one
 
 
 def is_held_out(kind: str, patient: str, fraction: float = HELD_OUT_FRACTION) -> bool:
     """Held-out patients of a negative kind: by a hash of kind and patient id (order-free)."""
     return zlib.crc32(f"{kind}/{patient}".encode()) % 1000 >= round(1000 * (1 - fraction))
+
+
+def _years(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def negative_files(neg_dirs, hold_out_collections=()) -> list[Negative]:
@@ -143,7 +151,7 @@ def negative_files(neg_dirs, hold_out_collections=()) -> list[Negative]:
                     patient = (row.get("patientid") or "").strip() or "file:" + p.name
                     collection = (row.get("collection") or "").strip() or root.name
                     held = collection in hold_out_collections or is_held_out(kind, patient)
-                    out.append(Negative(p, label, kind, patient, held, collection))
+                    out.append(Negative(p, label, kind, patient, held, collection, _years(row.get("age"))))
     if not out:
         raise InputError(f"{', '.join(map(str, dirs))}: no images in {', '.join(NEGATIVE_KINDS)}")
     unknown = set(hold_out_collections) - {n.collection for n in out}
