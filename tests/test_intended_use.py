@@ -263,6 +263,44 @@ def test_negatives_from_several_folders_and_a_held_out_collection(tmp_path):
         negative_files([first, tmp_path / "empty"])
 
 
+def test_collection_balance_weighs_small_collections_up_within_a_kind(monkeypatch):
+    from edge_xray.train import intended_use as iu
+
+    cols = np.array(["adult_frontal/big"] * 90 + ["adult_frontal/small"] * 10)
+    for balance, small_share in ((1.0, 0.1), (0.5, 0.25), (0.0, 0.5)):
+        w = iu.collection_weights(cols, balance)
+        assert w[90:].sum() / w.sum() == pytest.approx(small_share)
+    # the batches draw by those weights: with balance 0 the small collection gives half the adult views
+    neg = np.zeros((100, 2 * iu.IMAGE_SIZE, 2 * iu.IMAGE_SIZE), np.uint8)
+    neg[90:] = 255
+    labels = np.ones(100, int)
+    pos = np.full((4, 2 * iu.IMAGE_SIZE, 2 * iu.IMAGE_SIZE), 128, np.uint8)
+    monkeypatch.setattr(iu, "view", lambda a, size, rng=None, p_crop=0: np.full((size, size), a[0, 0] / 255.0))
+    means = []
+    for w in (None, iu.collection_weights(cols, 0.0)):
+        xs, ys = zip(*iu._batches(pos, neg, labels, 16, 64, 512, 0, 0, neg_weights=w))
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        means.append(float((x[y == 1].mean(axis=(1, 2, 3)) > 0.5).mean()))  # views of the white (small) collection
+    assert means[0] < 0.2 and 0.35 < means[1] < 0.65
+
+
+def test_hard_negatives_are_a_share_of_their_kind_s_views(monkeypatch):
+    from edge_xray.train import intended_use as iu
+
+    side = 2 * iu.IMAGE_SIZE
+    neg = np.zeros((40, side, side), np.uint8)
+    neg[:, 0, 0] = np.arange(40)  # each file's view carries its index
+    labels = np.repeat([1, 2], 20)
+    pos = np.full((4, side, side), 255, np.uint8)
+    monkeypatch.setattr(iu, "view", lambda a, size, rng=None, p_crop=0: np.full((size, size), float(a[0, 0])))
+    monkeypatch.setattr(iu, "HARD_NEGATIVES", 0.5)
+    hard = {1: np.array([3]), 2: np.array([30, 31])}
+    xs, ys = zip(*iu._batches(pos, neg, labels, 16, 64, 1024, 0, 0, hard_neg=hard))
+    x, y = np.concatenate(xs)[:, 0, 0, 0], np.concatenate(ys)
+    adult, lateral = x[y == 1], x[y == 2]
+    assert 0.45 < np.mean(adult == 3) < 0.6  # half the kind's views from its hard files, the rest from all
+    assert 0.45 < np.isin(lateral, [30, 31]).mean() < 0.6 and set(lateral.tolist()) <= set(range(20, 40))
+
 def test_views_of_every_class_are_augmented_alike():
     from edge_xray.train.intended_use import IMAGE_SIZE, annotate, border, view
 

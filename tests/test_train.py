@@ -176,7 +176,7 @@ def test_a_resume_never_shortens_a_run(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     ({"image_size": 48}, r"^--image-size must be a multiple of 32, at least 32 \(got 48\)$"),
-    ({"arch": "lite0"}, r"^unknown architecture 'lite0' \(choose from xs, s, m\)$"),
+    ({"arch": "lite0"}, r"^unknown architecture 'lite0' \(choose from xs, xsw, s, m\)$"),
     ({"strategy": "tpu"}, r"^unknown strategy 'tpu'"),
     ({"teachers": ["run"]}, r"^unknown training option: teachers$"),
 ])

@@ -23,11 +23,13 @@ shortcut to a class: a quarter turn (0, 90, 180, 270 degrees: a turned child sca
 the orientation model turns it back afterwards), a mirror, small rotations, zoom, aspect, crops,
 pasted text, letters, arrows and borders (adult figures from journals carry them; the child scans do
 not), tone, noise, blur, JPEG and resolution changes. Each batch holds as many negatives as positives
-(KIND_SHARES among the negative kinds). Images go through edge_xray.preprocess.prepare at IMAGE_SIZE,
-as on the device. Since the refusal threshold is set by the lowest-scoring child scans, a share of the
+(KIND_SHARES among the negative kinds; within a kind, a collection of n files is drawn with weight
+n ** COLLECTION_BALANCE, so that one large collection does not stand for the whole kind). Images go
+through edge_xray.preprocess.prepare at IMAGE_SIZE, as on the device. Since the refusal threshold is set by the lowest-scoring child scans, a share of the
 positive views (HARD_POSITIVES) is drawn from the training child scans the model scores lowest,
 re-scored after each epoch (the first epoch of each phase draws them all alike; the validation scans
-are never scored).
+are never scored). Likewise a share of each real negative kind's views (HARD_NEGATIVES) is drawn from
+the files of that kind the model finds most child-like (held-out files are never scored).
 
 The run folder (RUN) holds: qat.h5 (the quantization-aware Keras model), calibration.npy (prepared
 training views for the int8 converter), evaluation.npz (prepared inputs of the validation scans, the
@@ -61,9 +63,9 @@ from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_
 from .rundir import write_auxiliary_run
 
 IMAGE_SIZE = 96  # px: 64 px (the orientation model's size, one shared input) refused fewer adult films
-ARCH = "xs"
-DROP_BLOCKS = 0  # the whole "xs" structure (the orientation model drops one block): 39 k parameters, ~75 KB int8
-EPOCHS = 24
+ARCH = "xsw"  # "xs" with its last two blocks 192 wide, not 128: 66 k parameters, ~106 KB int8 ("xs": 39 k, 75 KB)
+DROP_BLOCKS = 0  # the whole structure (the orientation model drops one block of "xs")
+EPOCHS = 36
 QAT_EPOCHS = 2
 VIEWS_PER_EPOCH = 4096  # half positives, half negatives
 BATCH_SIZE = 64
@@ -73,13 +75,18 @@ LABEL_SMOOTHING = 0.05
 FOCAL_GAMMA = 0.0  # > 0: focal loss (easy views weigh less)
 HARD_POSITIVES = 0.25  # share of the positive views drawn from the child scans the model scores lowest
 HARD_QUANTILE = 0.05  # those: the lowest 5 % of training scans by P(in use), re-scored each epoch
+HARD_NEGATIVES = 0.25  # share of each real negative kind's views drawn from its files the model scores highest
+HARD_NEGATIVE_QUANTILE = 0.1  # those: the top 10 % of the kind's learnt-from files by P(in use), re-scored each epoch
 SPLIT_SEED = 1  # the bundled screening model's split: its validation patients stay unseen here too
 VAL_FRACTION = 0.15
 HELD_OUT_FRACTION = 0.3  # of each real negative kind's patients
 NEGATIVE_KINDS = ("adult_frontal", "lateral", "other_body")  # folders of the negatives, classes 1, 2, 3
 NEGATIVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp")
 NOT_XRAY = 4  # class of the generated non-X-rays
-KIND_SHARES = {1: 0.35, 2: 0.25, 3: 0.25, NOT_XRAY: 0.15}  # of the negatives in a batch
+KIND_SHARES = {1: 0.45, 2: 0.2, 3: 0.22, NOT_XRAY: 0.13}  # of the negatives in a batch
+# Within a kind, a collection of n files is drawn with weight n ** COLLECTION_BALANCE (1: every file
+# alike, so the largest collection dominates; 0: every collection alike, however small)
+COLLECTION_BALANCE = 0.5
 CALIBRATION_VIEWS = 300
 # Augmentation (all classes alike)
 P_MIRROR = 0.5
@@ -264,8 +271,18 @@ def prepared(images, size: int = IMAGE_SIZE, k: int = 0) -> np.ndarray:
 
 
 # --- training ------------------------------------------------------------------------------------
-def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch, hard=None):
-    """One epoch of VIEWS augmented views, half positives, half negatives (KIND_SHARES), shuffled."""
+def collection_weights(collections, balance: float = COLLECTION_BALANCE) -> np.ndarray:
+    """Sampling weight of each negative within its kind: a collection of n files weighs n ** BALANCE in
+    all (each of its files n ** (BALANCE - 1))."""
+    collections = np.asarray(collections)
+    _, inverse, counts = np.unique(collections, return_inverse=True, return_counts=True)
+    return counts[inverse].astype(np.float64) ** (balance - 1.0)
+
+
+def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch, hard=None, neg_weights=None,
+             hard_neg=None):
+    """One epoch of VIEWS augmented views, half positives, half negatives (KIND_SHARES; within a kind,
+    by NEG_WEIGHTS, else alike), shuffled."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng([seed, epoch])
@@ -280,7 +297,11 @@ def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch, hard=No
     for c, s in shares.items():
         idx = np.flatnonzero(neg_labels == c)
         m = int(round(n_neg * s / total))
-        src += [("n", int(i)) for i in rng.choice(idx, m)]
+        w = None if neg_weights is None else neg_weights[idx] / neg_weights[idx].sum()
+        hn = hard_neg.get(c) if hard_neg else None
+        n_hn = int(round(HARD_NEGATIVES * m)) if hn is not None and len(hn) else 0
+        src += [("n", int(i)) for i in rng.choice(idx, m - n_hn, p=w)]
+        src += [("n", int(i)) for i in rng.choice(hn, n_hn)] if n_hn else []
         lab += [c] * m
     order = rng.permutation(len(src))
     order = order[: len(order) // batch_size * batch_size]
@@ -300,7 +321,8 @@ def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch, hard=No
             yield np.stack(xs)[..., None].astype(np.float32), lab[sel]
 
 
-def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed, val, quiet, phase, start=0):
+def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed, val, quiet, phase, start=0,
+         neg_weights=None):
     tf, keras = tf_keras()
     n = len(LABELS)
     total = max(1, epochs * (views // batch_size))
@@ -309,15 +331,24 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
                                                       label_smoothing=LABEL_SMOOTHING) if FOCAL_GAMMA > 0 else
             keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING))
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
-    history, hard = [], None
+    history, hard, hard_neg = [], None, None
     pos_x = prepared(pos, size) if HARD_POSITIVES > 0 else None  # un-augmented, to find the hard ones
+    neg_x = prepared(neg, size) if HARD_NEGATIVES > 0 else None
     for e in range(epochs):
         t0 = time.time()
         losses = [float(model.train_on_batch(x, np.eye(n, dtype=np.float32)[y]))
-                  for x, y in _batches(pos, neg, neg_labels, size, batch_size, views, seed, start + e, hard)]
+                  for x, y in _batches(pos, neg, neg_labels, size, batch_size, views, seed, start + e, hard,
+                                       neg_weights, hard_neg)]
         if pos_x is not None and e + 1 < epochs:  # the training child scans it now scores lowest (never validation)
             p_in = softmax(model.predict(pos_x, batch_size=256, verbose=0))[:, 0]
             hard = np.flatnonzero(p_in <= np.quantile(p_in, HARD_QUANTILE))
+        if neg_x is not None and e + 1 < epochs:  # per real negative kind, the files it finds most child-like
+            p_neg = softmax(model.predict(neg_x, batch_size=256, verbose=0))[:, 0]
+            hard_neg = {}
+            for c in range(1, NOT_XRAY):
+                idx = np.flatnonzero(neg_labels == c)
+                if len(idx):
+                    hard_neg[c] = idx[p_neg[idx] >= np.quantile(p_neg[idx], 1 - HARD_NEGATIVE_QUANTILE)]
         pred = model.predict(val[0], batch_size=256, verbose=0).argmax(1)
         pos_kept = float((pred[val[1] == 0] == 0).mean()) if (val[1] == 0).any() else None
         neg_refused = float((pred[val[1] != 0] != 0).mean()) if (val[1] != 0).any() else None
@@ -376,6 +407,8 @@ def _load_data(data_dir, negatives, image_size: int, limit=None, quiet: bool = T
         gen_fit=gen_fit, gen_held=gen_held,
         train_neg=np.concatenate([neg_images[~held], np.stack([squash(im, side) for _, im in gen_fit])]),
         train_neg_labels=np.concatenate([neg_labels[~held], np.full(len(gen_fit), NOT_XRAY)]),
+        train_neg_collections=np.array([f"{n.kind}/{n.collection}" for n in negs if not n.held_out]
+                                       + ["not_xray/generated"] * len(gen_fit)),
         held_x=np.concatenate([neg_images[held], np.stack([squash(im, side) for _, im in gen_held])]),
         held_y=np.concatenate([neg_labels[held], np.full(len(gen_held), NOT_XRAY)]))
 
@@ -438,13 +471,14 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     val = (np.concatenate([prepared(images[va], image_size), prepared(held_x, image_size)]),
            np.concatenate([np.zeros(len(va), int), held_y]))
     pos = images[tr]
+    neg_weights = None if COLLECTION_BALANCE == 1.0 else collection_weights(d["train_neg_collections"])
     history = _fit(model, pos, train_neg, train_neg_labels, image_size, epochs, LEARNING_RATE, batch_size, views,
-                   seed, val, quiet, "float")
+                   seed, val, quiet, "float", neg_weights=neg_weights)
     from .tfcompat import tfmot
 
     qat = tfmot().quantization.keras.quantize_model(model)
     history += _fit(qat, pos, train_neg, train_neg_labels, image_size, qat_epochs, QAT_LEARNING_RATE, batch_size,
-                    views, seed, val, quiet, "qat", start=epochs)
+                    views, seed, val, quiet, "qat", start=epochs, neg_weights=neg_weights)
 
     rng = np.random.default_rng([seed, 999])
     cal_src = [pos[i] for i in rng.choice(len(pos), CALIBRATION_VIEWS // 2)]
@@ -473,7 +507,9 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                    "qat_epochs": qat_epochs, "views_per_epoch": views, "batch_size": batch_size,
                    "learning_rate": LEARNING_RATE, "qat_learning_rate": QAT_LEARNING_RATE,
                    "label_smoothing": LABEL_SMOOTHING, "focal_gamma": FOCAL_GAMMA, "hard_positives": HARD_POSITIVES,
-                   "hard_quantile": HARD_QUANTILE, "seed": seed, "limit": limit, "kind_shares": KIND_SHARES,
+                   "hard_quantile": HARD_QUANTILE, "hard_negatives": HARD_NEGATIVES,
+                   "hard_negative_quantile": HARD_NEGATIVE_QUANTILE, "collection_balance": COLLECTION_BALANCE,
+                   "seed": seed, "limit": limit, "kind_shares": KIND_SHARES,
                    "augmentation": {"P_MIRROR": P_MIRROR, "ROTATION_DEG": ROTATION_DEG, "ZOOM": ZOOM, "ASPECT": ASPECT,
                                     "SHIFT": SHIFT, "P_CROP": P_CROP, "P_CROP_POSITIVE": P_CROP_POSITIVE, "CROP": CROP, "P_ANNOTATE": P_ANNOTATE,
                                     "P_BORDER": P_BORDER, "P_JPEG": P_JPEG, "JPEG_QUALITY": JPEG_QUALITY,

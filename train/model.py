@@ -15,6 +15,7 @@ DEFAULT_SIZE = 128
 # (stride, output channels) of each depthwise-separable block, after a 3x3 stride-2 stem.
 ARCHITECTURES = {
     "xs": dict(stem=8, blocks=((1, 16), (2, 32), (1, 32), (2, 64), (1, 64), (2, 128), (1, 128))),
+    "xsw": dict(stem=8, blocks=((1, 16), (2, 32), (1, 32), (2, 64), (1, 64), (2, 192), (1, 192))),  # wider end
     "s": dict(stem=16, blocks=((1, 32), (2, 64), (1, 64), (2, 128), (1, 128), (2, 256), (1, 256))),
     "m": dict(stem=16, blocks=((1, 32), (2, 64), (1, 64), (2, 128), (1, 128), (2, 192), (1, 192), (2, 256), (1, 256))),
 }
