@@ -32,7 +32,7 @@ BUNDLED_SHA256 = {
     "edge-xray-int8.tflite": "6eb942e265fde4229d13fbe06273938454ffdd192200905f5ce94dcdf04c59f3",
     "edge-xray-float32.tflite": "16742a59e8ff1e3c15128577254a00f2e732958c6d70bad4fb0d5e1b6dbf4215",
     "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
-    "edge-xray-intended-use-int8.tflite": "ca807e3819d2c87f8cc4e4af417d6b71f8e3e8443c7a10618a4ebf93daebe361",
+    "edge-xray-intended-use-int8.tflite": "84d95855fd4aeeb06af564224be16bef572524e6f7156a97935a6f6665847481",
 }
 TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
 

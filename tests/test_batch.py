@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import xray_like
+from conftest import child_scan
 from edge_xray import batch
 from edge_xray.batch import Batch, HeatmapFiles, Progress, Tally, duration
 from edge_xray.runtime import DEFAULT_MODEL
@@ -27,7 +27,7 @@ def run(*args):
 def scans(folder, n, bad=0):
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        Image.fromarray(xray_like(seed=i)).save(folder / f"s{i:02d}.png")
+        Image.fromarray(child_scan(i)).save(folder / f"s{i:02d}.png")
     for i in range(bad):
         (folder / f"z{i}.png").write_bytes(b"not an image")
     return folder

@@ -25,7 +25,7 @@ from edge_xray.errors import ImageError  # noqa: E402
 from edge_xray.inputs import Skipped, find_inputs  # noqa: E402
 from edge_xray.preprocess import load_scan  # noqa: E402
 from edge_xray.runtime import DEFAULT_MODEL  # noqa: E402
-from conftest import FULLRES, ROOT, need_data, xray_like  # noqa: E402
+from conftest import FULLRES, ROOT, child_scan, need_data, xray_like  # noqa: E402
 
 # the writer of every transfer syntax (shared with the benchmark and .ci/arm64)
 _spec = importlib.util.spec_from_file_location("dicom_writer", ROOT / "benchmarks" / "dicom.py")
@@ -203,14 +203,14 @@ def test_no_tag_value_is_written_to_rows_audit_log_or_heatmaps(tmp_path):
     d.mkdir()
     write_as(d / "adult.dcm", xray_like(), U.ExplicitVRLittleEndian, PatientAge="045Y",
              PatientBirthDate="19800101", StudyDate="20250101", InstitutionName="St Example Clinic")
-    write_as(d / "child.dcm", xray_like(seed=1), U.JPEGLSLossless, PatientAge="003Y")
+    write_as(d / "child.dcm", child_scan(0, "PNEUMONIA"), U.JPEGLSLossless, PatientAge="003Y")
     out, log, maps = tmp_path / "rows.jsonl", tmp_path / "audit.jsonl", tmp_path / "maps"
     r = CliRunner().invoke(cli, ["classify", str(d), "--json", "--output", str(out), "--audit-log", str(log),
                                  "--heatmap", str(maps)])
     assert r.exit_code == 3, r.output  # one refused
     written = r.output + out.read_text() + log.read_text()
     heatmaps = [p for p in maps.rglob("*") if p.is_file()]
-    assert heatmaps  # the child's scan was screened and its heatmap written
+    assert heatmaps  # the child's scan was screened (PNEUMONIA) and its heatmap written
     written += "".join(p.read_bytes().decode("latin-1") for p in heatmaps)
     assert "patient aged 45 years" in written
     for value in ("Doe", "Jane", PATIENT_ID, "19800101", "20250101", "Example"):
@@ -234,7 +234,7 @@ def test_cli_refusal_text_and_exit_code(tmp_path):
 def test_a_bare_dataset_is_found_in_a_folder_and_screened(screener, tmp_path, implicit):
     d = tmp_path / "export"
     d.mkdir()
-    ds = dataset(xray_like().astype(np.uint16) * 16, 12, Modality="CR", SpecificCharacterSet="ISO_IR 100")
+    ds = dataset(child_scan().astype(np.uint16) * 16, 12, Modality="CR", SpecificCharacterSet="ISO_IR 100")
     bare(d / "IMG0001", ds, implicit)
     rng = np.random.default_rng(0)
     (d / "random.bin").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
@@ -248,7 +248,8 @@ def test_a_bare_dataset_is_found_in_a_folder_and_screened(screener, tmp_path, im
     assert skipped == {"not_image": 4}
     s = screener.classify(d / "IMG0001")
     assert s.status == "ok", s.error
-    ref = screener.classify(write_as(tmp_path / "same.dcm", xray_like(), U.ExplicitVRLittleEndian))
+    ds.save_as(tmp_path / "same.dcm", enforce_file_format=True)  # the same data set, with preamble and file meta
+    ref = screener.classify(tmp_path / "same.dcm")
     assert s.pneumonia_probability == ref.pneumonia_probability
 
 

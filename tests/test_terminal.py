@@ -11,7 +11,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from conftest import xray_like
+from conftest import child_scan
 from edge_xray.output import csv_row, human_line, json_line, terminal
 from edge_xray.runtime import DEFAULT_MODEL
 from edge_xray.screen import Screening
@@ -56,9 +56,9 @@ def test_classify_prints_one_line_for_a_name_with_newline_and_return(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
     name = f"scan\n{FORGED}\rNORMAL.png"
-    Image.fromarray(xray_like()).save(d / name, format="PNG")
+    Image.fromarray(child_scan()).save(d / name, format="PNG")
     r = CliRunner().invoke(cli, ["classify", str(d)])
     assert r.exit_code == 0, r.output
     out = r.stdout.splitlines()
-    assert len(out) == 1 and out[0].startswith(f"{d}/scan\\nx.png: NORMAL p=0.01") and "\\rNORMAL.png: " in out[0]
+    assert len(out) == 1 and out[0].startswith(f"{d}/scan\\nx.png: NORMAL p=0.0") and "\\rNORMAL.png: " in out[0]
     assert "\r" not in r.stdout
