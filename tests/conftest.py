@@ -102,7 +102,10 @@ def child_scan(i: int = 0, label: str = "NORMAL") -> np.ndarray:
     need a scan to be screened. The synthetic xray_like images are refused by the intended-use check
     (not a young child's chest), as they should be."""
     need_data()
-    with Image.open(sorted((TRAIN / label).glob("*.jpeg"))[i]) as im:
+    files = sorted((TRAIN / label).glob("*.jpeg"))
+    if len(files) <= i:
+        pytest.fail(f"{TRAIN / label}: fewer than {i + 1} scans")
+    with Image.open(files[i]) as im:
         return np.asarray(im.convert("L"))
 
 

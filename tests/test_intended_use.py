@@ -284,6 +284,16 @@ def test_collection_balance_weighs_small_collections_up_within_a_kind(monkeypatc
     assert means[0] < 0.2 and 0.35 < means[1] < 0.65
 
 
+def test_hardest_negatives_are_the_most_child_like_tenth_of_each_real_kind():
+    from edge_xray.train.intended_use import hardest_negatives
+
+    labels = np.array([1] * 20 + [3] * 10 + [4] * 5)
+    p = np.concatenate([np.linspace(0, 0.95, 20), np.linspace(0, 0.9, 10), np.ones(5)])
+    hard = hardest_negatives(p, labels, 0.1)
+    assert set(hard) == {1, 3}  # no laterals here; generated non-X-rays never
+    assert hard[1].tolist() == [18, 19] and hard[3].tolist() == [29]
+
+
 def test_hard_negatives_are_a_share_of_their_kind_s_views(monkeypatch):
     from edge_xray.train import intended_use as iu
 
@@ -300,6 +310,7 @@ def test_hard_negatives_are_a_share_of_their_kind_s_views(monkeypatch):
     adult, lateral = x[y == 1], x[y == 2]
     assert 0.45 < np.mean(adult == 3) < 0.6  # half the kind's views from its hard files, the rest from all
     assert 0.45 < np.isin(lateral, [30, 31]).mean() < 0.6 and set(lateral.tolist()) <= set(range(20, 40))
+
 
 def test_views_of_every_class_are_augmented_alike():
     from edge_xray.train.intended_use import IMAGE_SIZE, annotate, border, view

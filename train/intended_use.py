@@ -279,6 +279,17 @@ def collection_weights(collections, balance: float = COLLECTION_BALANCE) -> np.n
     return counts[inverse].astype(np.float64) ** (balance - 1.0)
 
 
+def hardest_negatives(p_in_use: np.ndarray, labels: np.ndarray, quantile: float = HARD_NEGATIVE_QUANTILE) -> dict:
+    """{class: indices} of the real negatives (classes 1 to 3) whose P(in use) is in the top QUANTILE of
+    their class; a class without files is left out (generated non-X-rays are never drawn this way)."""
+    out = {}
+    for c in range(1, NOT_XRAY):
+        idx = np.flatnonzero(labels == c)
+        if len(idx):
+            out[c] = idx[p_in_use[idx] >= np.quantile(p_in_use[idx], 1 - quantile)]
+    return out
+
+
 def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch, hard=None, neg_weights=None,
              hard_neg=None):
     """One epoch of VIEWS augmented views, half positives, half negatives (KIND_SHARES; within a kind,
@@ -343,12 +354,7 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
             p_in = softmax(model.predict(pos_x, batch_size=256, verbose=0))[:, 0]
             hard = np.flatnonzero(p_in <= np.quantile(p_in, HARD_QUANTILE))
         if neg_x is not None and e + 1 < epochs:  # per real negative kind, the files it finds most child-like
-            p_neg = softmax(model.predict(neg_x, batch_size=256, verbose=0))[:, 0]
-            hard_neg = {}
-            for c in range(1, NOT_XRAY):
-                idx = np.flatnonzero(neg_labels == c)
-                if len(idx):
-                    hard_neg[c] = idx[p_neg[idx] >= np.quantile(p_neg[idx], 1 - HARD_NEGATIVE_QUANTILE)]
+            hard_neg = hardest_negatives(softmax(model.predict(neg_x, batch_size=256, verbose=0))[:, 0], neg_labels)
         pred = model.predict(val[0], batch_size=256, verbose=0).argmax(1)
         pos_kept = float((pred[val[1] == 0] == 0).mean()) if (val[1] == 0).any() else None
         neg_refused = float((pred[val[1] != 0] != 0).mean()) if (val[1] != 0).any() else None
