@@ -333,7 +333,10 @@ def _batches(pos, neg, neg_labels, size, batch_size, views, seed, epoch, hard=No
 
 
 def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed, val, quiet, phase, start=0,
-         neg_weights=None):
+         neg_weights=None, pos_x=None, neg_x=None):
+    """Train MODEL for EPOCHS; POS_X and NEG_X (un-augmented inputs of POS and NEG, prepared once by the
+    caller) are scored after each epoch to draw the hard positives and negatives (when their shares are
+    above 0)."""
     tf, keras = tf_keras()
     n = len(LABELS)
     total = max(1, epochs * (views // batch_size))
@@ -343,8 +346,8 @@ def _fit(model, pos, neg, neg_labels, size, epochs, lr, batch_size, views, seed,
             keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING))
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     history, hard, hard_neg = [], None, None
-    pos_x = prepared(pos, size) if HARD_POSITIVES > 0 else None  # un-augmented, to find the hard ones
-    neg_x = prepared(neg, size) if HARD_NEGATIVES > 0 else None
+    pos_x = pos_x if HARD_POSITIVES > 0 else None
+    neg_x = neg_x if HARD_NEGATIVES > 0 else None
     for e in range(epochs):
         t0 = time.time()
         losses = [float(model.train_on_batch(x, np.eye(n, dtype=np.float32)[y]))
@@ -455,7 +458,7 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     d = _load_data(data_dir, negatives, image_size, limit, quiet, hold_out_collections)
     items, images, skipped, tr, va = d["items"], d["images"], d["skipped"], d["tr"], d["va"]
     neg_labels, held, gen_fit, gen_held = d["neg_labels"], d["held"], d["gen_fit"], d["gen_held"]
-    train_neg, train_neg_labels, held_x, held_y = d["train_neg"], d["train_neg_labels"], d["held_x"], d["held_y"]
+    train_neg, train_neg_labels, held_y = d["train_neg"], d["train_neg_labels"], d["held_y"]
     counts = {k: {"train": int(((neg_labels == i + 1) & ~held).sum()), "held_out": int(((neg_labels == i + 1) & held).sum())}
               for i, k in enumerate(NEGATIVE_KINDS)}
     counts["not_xray_generated"] = {"train": len(gen_fit), "held_out": len(gen_held)}
@@ -474,23 +477,23 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
     from .orientation import build_orientation_model
 
     model = build_orientation_model(image_size, ARCH, drop_blocks, classes=len(LABELS), name="edge_xray_intended_use")
-    val = (np.concatenate([prepared(images[va], image_size), prepared(held_x, image_size)]),
-           np.concatenate([np.zeros(len(va), int), held_y]))
+    ev = _evaluation(d, fullres, image_size)  # prepared once: the per-epoch figures and scoring use them too
+    val = (np.concatenate([ev["validation"], ev["held_out"]]), np.concatenate([np.zeros(len(va), int), held_y]))
     pos = images[tr]
-    neg_weights = None if COLLECTION_BALANCE == 1.0 else collection_weights(d["train_neg_collections"])
+    ready = dict(neg_weights=None if COLLECTION_BALANCE == 1.0 else collection_weights(d["train_neg_collections"]),
+                 pos_x=prepared(pos, image_size) if HARD_POSITIVES > 0 else None, neg_x=ev["train_negatives"])
     history = _fit(model, pos, train_neg, train_neg_labels, image_size, epochs, LEARNING_RATE, batch_size, views,
-                   seed, val, quiet, "float", neg_weights=neg_weights)
+                   seed, val, quiet, "float", **ready)
     from .tfcompat import tfmot
 
     qat = tfmot().quantization.keras.quantize_model(model)
     history += _fit(qat, pos, train_neg, train_neg_labels, image_size, qat_epochs, QAT_LEARNING_RATE, batch_size,
-                    views, seed, val, quiet, "qat", start=epochs, neg_weights=neg_weights)
+                    views, seed, val, quiet, "qat", start=epochs, **ready)
 
     rng = np.random.default_rng([seed, 999])
     cal_src = [pos[i] for i in rng.choice(len(pos), CALIBRATION_VIEWS // 2)]
     cal_src += [train_neg[i] for i in rng.choice(len(train_neg), CALIBRATION_VIEWS - len(cal_src))]
     calibration = np.stack([view(a, image_size, rng) for a in cal_src])[..., None]
-    ev = _evaluation(d, fullres, image_size)
     fr_names = ev["fullres_names"]
     config = {
         "name": MODEL_NAME,
