@@ -97,18 +97,6 @@ def xray_like(size=(400, 360), seed=0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def child_scan(i: int = 0, label: str = "NORMAL") -> np.ndarray:
-    """Real scan I of the shared training data (LABEL/, sorted by name) as grey uint8: for tests that
-    need a scan to be screened. The synthetic xray_like images are refused by the intended-use check
-    (not a young child's chest), as they should be."""
-    need_data()
-    files = sorted((TRAIN / label).glob("*.jpeg"))
-    if len(files) <= i:
-        pytest.fail(f"{TRAIN / label}: fewer than {i + 1} scans")
-    with Image.open(files[i]) as im:
-        return np.asarray(im.convert("L"))
-
-
 @pytest.fixture()
 def scan_png(tmp_path):
     p = tmp_path / "scan.png"

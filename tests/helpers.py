@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import FULLRES, need_data, xray_like
+from conftest import FULLRES, TRAIN, need_data, xray_like
 from edge_xray.cli import cli
 from edge_xray.runtime import DEFAULT_MODEL
 
@@ -81,9 +81,22 @@ def dicom_file(path, pixels: np.ndarray, frames: int = 1):
     return Path(path)
 
 
-def real_scan():
+def real_scan(i: int = 0, label: str = "PNEUMONIA", folder: Path = FULLRES) -> Path:
+    """Scan I (sorted by name) of FOLDER/LABEL of the real data (default: the first full-resolution
+    PNEUMONIA scan)."""
     need_data()
-    return sorted((FULLRES / "PNEUMONIA").glob("*.jpeg"))[0]
+    files = sorted((folder / label).glob("*.jpeg"))
+    if len(files) <= i:
+        pytest.fail(f"{folder / label}: fewer than {i + 1} scans")
+    return files[i]
+
+
+def child_scan(i: int = 0, label: str = "NORMAL") -> np.ndarray:
+    """Training scan I of LABEL as grey uint8 (224 px): for tests that need a scan to be screened. The
+    synthetic xray_like images are refused by the intended-use check (not a young child's chest), as
+    they should be."""
+    with Image.open(real_scan(i, label, TRAIN)) as im:
+        return np.asarray(im.convert("L"))
 
 
 def bundled_screener():

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import child_scan
+from helpers import child_scan
 from edge_xray import batch
 from edge_xray.batch import Batch, HeatmapFiles, Progress, Tally, duration
 from edge_xray.runtime import DEFAULT_MODEL

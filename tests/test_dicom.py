@@ -25,7 +25,8 @@ from edge_xray.errors import ImageError  # noqa: E402
 from edge_xray.inputs import Skipped, find_inputs  # noqa: E402
 from edge_xray.preprocess import load_scan  # noqa: E402
 from edge_xray.runtime import DEFAULT_MODEL  # noqa: E402
-from conftest import FULLRES, ROOT, child_scan, need_data, xray_like  # noqa: E402
+from conftest import FULLRES, ROOT, need_data, xray_like  # noqa: E402
+from helpers import child_scan  # noqa: E402
 
 # the writer of every transfer syntax (shared with the benchmark and .ci/arm64)
 _spec = importlib.util.spec_from_file_location("dicom_writer", ROOT / "benchmarks" / "dicom.py")

@@ -11,7 +11,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from conftest import child_scan
+from helpers import child_scan
 from edge_xray.output import csv_row, human_line, json_line, terminal
 from edge_xray.runtime import DEFAULT_MODEL
 from edge_xray.screen import Screening
