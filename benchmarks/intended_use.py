@@ -13,7 +13,8 @@ orientation, gate), and the intended-use check alone is counted beside it:
   (labels.csv `collection`); --hold-out-collection holds out every file of a collection, as the
   training run that left it out did;
 - the screening model's patient-level validation scans (split seed 1, fraction 0.15: the bundled
-  model's), and the full-resolution scans (training images: a false-refusal check only);
+  model's), and the full-resolution scans (training images: a false-refusal check only); the same
+  validation scans under one site's look: benchmarks/site_looks.py;
 - the intended-use refusal reasons given;
 - cost on full-resolution scans as the screen decodes them: the median time the check adds (its
   invocation, plus its own preparation unless its input size is the orientation model's, whose
@@ -71,12 +72,13 @@ def by_age(rows, ages) -> dict:
     return out
 
 
-def validation_paths(data_dir):
+def validation_scans(data_dir):
+    """(paths, images kept at the training side) of the bundled model's validation scans."""
     from edge_xray.train.data import SOURCE_SIZE, load_images, patient_split, scan_folder
 
     items, images, _ = load_images(scan_folder(data_dir), SOURCE_SIZE)
     _, va, _ = patient_split(items, images, 0.15, 1)
-    return [items[i].path for i in va]
+    return [items[i].path for i in va], [images[i] for i in va]
 
 
 def main(argv=None):
@@ -131,7 +133,8 @@ def main(argv=None):
     print("adult frontal films (held out and learnt from) refused by age: " + ", ".join(
         f"{k}: {v['refused']}/{v['n']} (median P(in use) {v['median_p_in_use']})" for k, v in report["adult_by_age"].items()))
     print("-- real child scans (false refusals)")
-    val_rows = screen_all(screener, validation_paths(args.data))
+    val_paths, _ = validation_scans(args.data)
+    val_rows = screen_all(screener, val_paths)
     r = tally(val_rows, t)
     report["validation"] = r
     print(f"validation: refused {r['refused']}/{r['n']} (by the check {r['refused_by_check']})  reasons {r['reasons']}")

@@ -1,7 +1,10 @@
 """Out-of-distribution refusal: how often the gate refuses things that are not chest X-rays, and how
 often it refuses real scans.
 
-    python benchmarks/ood.py [--model FILE] [--run RUN_DIR --data DATA_DIR] [--fullres DIR]
+    python benchmarks/ood.py [--model FILE] [--run RUN_DIR --data DATA_DIR] [--fullres DIR] [--gate-alone]
+
+Every input goes through the whole screen (the intended-use check in front of the gate); --gate-alone
+passes over the intended-use check, so that the gate's own refusals are counted.
 
 Non-X-ray inputs, in two parts reported separately:
 - development (used to design the gate's statistics and margins): the generators of
@@ -141,8 +144,17 @@ def main():
     ap.add_argument("--data", default=None, help="the run's training folder")
     ap.add_argument("--fullres", default=None, help="a folder of full-resolution real scans")
     ap.add_argument("--tmp", default=None, help="where to write the generated images (default: a new temporary folder)")
+    ap.add_argument("--gate-alone", action="store_true",
+                    help="pass over the intended-use check (every input taken as in use): the gate's own figures")
     args = ap.parse_args()
-    screener = edge_xray.load_model(args.model)
+    screener = edge_xray.load_model(args.model, allow_unverified=args.model is not None)
+    if args.gate_alone:
+        from site_looks import InUse  # benchmarks/site_looks.py
+
+        from edge_xray.screen import Screener
+
+        iu = screener.intended_use
+        screener = Screener(screener.model, orientation=screener.orientation, intended_use=InUse(iu.size, iu.threshold))
     import tempfile
 
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="edge-xray-ood-"))

@@ -5,8 +5,8 @@
 The shift proxy of training (`train/augment.py: shift_proxy`) swaps each class's look, the worst case
 for both classes at once; a real site has one look for all its scans. These two looks use stronger
 settings than the shift proxy (so a model trained with `--shift-swap` has not seen them exactly):
-  soft:  squeezed sideways to 0.75, down-up resampled at 0.5, contrast 0.9, black level 24
-  sharp: stretched sideways to 1.3, unsharp mask 120 %, contrast 1.15
+`train/augment.py: SITE_LOOKS` (soft: squeezed, softened, lifted black level; sharp: stretched,
+edge-enhanced, more contrast).
 Each run is scored at its own threshold and temperature (metrics.json): AUC, sensitivity, specificity.
 """
 
@@ -15,27 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_xray.train.rundir import RunDir, file_key
-from PIL import Image, ImageFilter
-
 from edge_xray import metrics
+from edge_xray.train.augment import SITE_LOOKS, site_look
+from edge_xray.train.rundir import RunDir, file_key
 
-LOOKS = ("none", "soft", "sharp")
-
-
-def look(gray: np.ndarray, kind: str) -> np.ndarray:
-    from edge_xray.train import augment as aug
-
-    if kind == "none":
-        return gray
-    im = Image.fromarray(gray)
-    if kind == "soft":
-        im = aug.down_up(aug.affine(im, 0.0, 0.75, 1.0, 0.0, 0.0), 0.5)
-        x = aug.tone(np.asarray(im), 1.0, 0.9, 24.0)
-    else:
-        im = aug.affine(im, 0.0, 1.3, 1.0, 0.0, 0.0).filter(ImageFilter.UnsharpMask(radius=2, percent=120, threshold=2))
-        x = aug.tone(np.asarray(im), 1.0, 1.15, 0.0)
-    return np.rint(x).clip(0, 255).astype(np.uint8)
+LOOKS = ("none", *SITE_LOOKS)
 
 
 def main(data_dir, runs):
@@ -54,7 +38,7 @@ def main(data_dir, runs):
         model = load_keras_model(RunDir(run).model)
         cells = []
         for kind in LOOKS:
-            x = prepare_all(np.stack([look(a, kind) for a in images]), size)
+            x = prepare_all(np.stack([site_look(a, kind) for a in images]), size)
             logits = model.predict(x, batch_size=128, verbose=0)
             p = metrics.pneumonia_probability(metrics.softmax(logits, m["temperature"], m.get("logit_bias")))
             b = metrics.binary_metrics(y, p, m["threshold"])

@@ -6,8 +6,8 @@ and its card (one card builder for both: `_card`).
 
 The run's quantization-aware Keras model (qat.h5) is converted with the project's INT8 preset
 (convert.convert_network, calibrated on the run's calibration.npy), checked to be fully integer, and
-measured as the device runs it, on the run's evaluation.npz: the validation scans (upright and turned
-90, 180, 270 degrees), the full-resolution scans, and every held-out negative by kind. The refusal
+measured as the device runs it, on the run's evaluation.npz: the validation scans (upright, turned
+90, 180, 270 degrees, and under each site look), the full-resolution scans, and every held-out negative by kind. The refusal
 threshold is chosen here, on real scans only (THRESHOLD_RULE), and written in the card with the
 figures; edge_xray.intended_use reads it from there. The orientation run is measured on its
 validation scans at the four rotations and mirrored (train/orientation.rotation_report).
@@ -25,6 +25,7 @@ from edge_xray.card import ModelCard
 from edge_xray.errors import EdgeXrayError, InputError, UsageError
 from edge_xray.intended_use import IN_USE, LABELS, TEST_TIME_VIEWS, IntendedUseModel
 from edge_xray.orientation import ANGLES, CONFIDENCE, OrientationModel
+from edge_xray.train.augment import SITE_LOOKS
 from edge_xray.train.rundir import AUX_CALIBRATION as CALIBRATION  # the run folder's files
 from edge_xray.train.rundir import AUX_EVALUATION as EVALUATION
 from edge_xray.train.rundir import CONFIG
@@ -92,6 +93,9 @@ def evaluate(net, ev: dict, threshold: float | None = None) -> tuple[float, dict
         "validation": {k.replace("validation_", "turned_") if k != "validation" else "upright": scans(v)
                        for k, v in p_val.items()},
         "fullres": scans(p_full),
+        # one site's acquisition look on every validation scan (train/augment.SITE_LOOKS): a shift proxy,
+        # reported beside the rule, not part of it
+        "site_looks": {k: scans(_p(net, ev[f"validation_{k}"])[:, IN_USE]) for k in SITE_LOOKS if f"validation_{k}" in ev},
         "held_out_negatives": refusal_report(held, ev["held_out_labels"], threshold),
         "held_out_by_collection": {
             str(c): refusal_report(held[ev["held_out_collections"] == c], ev["held_out_labels"][ev["held_out_collections"] == c],
@@ -232,6 +236,8 @@ def summary(card: dict) -> list[str]:
         lines.append(f"validation {k}: {v['refused']}/{v['n']} refused (lowest P(in use) {v['min_p_in_use']})")
     f = m["fullres"]
     lines.append(f"full resolution: {f['refused']}/{f['n']} refused (lowest P(in use) {f['min_p_in_use']})")
+    for k, v in m.get("site_looks", {}).items():
+        lines.append(f"validation, {k} site look: {v['refused']}/{v['n']} refused (lowest P(in use) {v['min_p_in_use']})")
     for k, v in m["held_out_negatives"].items():
         lines.append(f"held-out {k}: {v['refused']}/{v['n']} refused ({v['right_reason']} for the right kind)")
     for c, kinds in m.get("held_out_by_collection", {}).items():

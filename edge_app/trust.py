@@ -29,10 +29,10 @@ ALLOW_ENV = "EDGE_XRAY_ALLOW_UNVERIFIED_MODEL"  # "1": the site allows unverifie
 
 # file name in edge_app/models/ -> sha256 of the .tflite file as shipped (card embedded)
 BUNDLED_SHA256 = {
-    "edge-xray-int8.tflite": "6eb942e265fde4229d13fbe06273938454ffdd192200905f5ce94dcdf04c59f3",
-    "edge-xray-float32.tflite": "16742a59e8ff1e3c15128577254a00f2e732958c6d70bad4fb0d5e1b6dbf4215",
+    "edge-xray-int8.tflite": "4e422c686f63ca046f2c876ac23e81c21e1ba044a2102e89ab122908448e3578",
+    "edge-xray-float32.tflite": "0019c21adc01e6af7fc8389c3708e45f9bea144a78c737b7f49bd5dd155cd5ec",
     "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
-    "edge-xray-intended-use-int8.tflite": "84d95855fd4aeeb06af564224be16bef572524e6f7156a97935a6f6665847481",
+    "edge-xray-intended-use-int8.tflite": "247bf554e330dc89357aecff252d68ced1c9afd119de779ba04ccf195ddb325f",
 }
 TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
 

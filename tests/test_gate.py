@@ -134,10 +134,13 @@ def test_an_old_card_gates_as_before():
 
 @pytest.mark.slow
 def test_a_gate_fitted_here_refuses_the_development_negatives_and_keeps_real_scans(data_dir):
-    """Fit on real training scans through the bundled model, then: every development non-X-ray is
-    refused, and at most 1 % of other real scans."""
-    from edge_xray.calibration.gate import features_of, fit_from_features
+    """Fit on real training scans through the bundled model (with edge-enhanced copies, as convert
+    fits), then: every development non-X-ray is refused, and at most 1 % of other real scans, sharpened
+    or not."""
+    from edge_xray.calibration.gate import enhanced_features, features_of, fit_from_features
     from edge_xray.calibration.negatives import negatives
+    from edge_xray.preprocess import load_image
+    from edge_xray.train.augment import edge_enhance
     from edge_xray.runtime import DEFAULT_MODEL, Model
     from edge_xray.train.data import scan_folder
 
@@ -151,10 +154,19 @@ def test_a_gate_fitted_here_refuses_the_development_negatives_and_keeps_real_sca
     paths = [items[i].path for i in order]
     tx, tf = features_of(m, paths[:1200])
     vx, vf = features_of(m, paths[1200:1500])
-    gate = Gate(fit_from_features(tx, tf, vx, vf))
+    ex, ef = enhanced_features(m, paths[:1200])
+    gate = Gate(fit_from_features(tx, tf, vx, vf, ex, ef))
     ox, of = features_of(m, paths[1500:1800])
     false = sum(gate.check_features(x, f) is not None for x, f in zip(ox, of))
     assert false <= 3, f"{false} of 300 real scans refused"
+    # scans a unit sharpened harder than any copy in the fit (180 %): kept, where a gate fitted on the
+    # scans as they are refuses many of them as "too much fine detail"
+    sharp = [prepare(edge_enhance(load_image(p, m.size), 1.5, 180), m.size) for p in paths[1500:1600]]
+    sharp_f = [m.run(x, features=True)[1] for x in sharp]
+    plain = Gate(fit_from_features(tx, tf, vx, vf))
+    kept_out = sum(gate.check_features(x, f) is not None for x, f in zip(sharp, sharp_f))
+    plain_out = sum(plain.check_features(x, f) is not None for x, f in zip(sharp, sharp_f))
+    assert kept_out <= 3 and plain_out >= kept_out + 5, (kept_out, plain_out)
     escaped = []
     for name, _, im in negatives("fit"):
         x = prepare(im, m.size)
@@ -176,3 +188,30 @@ def test_fit_on_constant_quantised_features_keeps_scans_of_the_same_kind():
     assert all(gate.check_features(x, level) is None for x in tx)
     refused = [gate.check_features(x, level) for x in ox]  # new scans: only sampling noise of a 30-scan fit
     assert sum(r is not None for r in refused) <= 5, refused
+
+
+@pytest.mark.slow
+def test_refit_shape_rewrites_only_the_shape_score_of_a_model_s_card(data_dir, tmp_path):
+    import shutil
+
+    from edge_xray.calibration.gate import main
+    from edge_xray.card import read_model
+    from edge_xray.runtime import DEFAULT_MODEL
+
+    need_data()
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no bundled model")
+    for f in (DEFAULT_MODEL, DEFAULT_MODEL.with_suffix(".json")):
+        shutil.copy(f, tmp_path / f.name)
+    copy = tmp_path / DEFAULT_MODEL.name
+    before_fb, before = read_model(DEFAULT_MODEL)
+    main([str(copy), str(data_dir), "--split-seed", "1"])
+    after_fb, after = read_model(copy)  # embedded and side card agree, or read_model refuses
+    assert after_fb == before_fb
+    assert {k: v for k, v in after.items() if k not in ("gate", "sha256", "size_bytes")} == \
+        {k: v for k, v in before.items() if k not in ("gate", "sha256", "size_bytes")}
+    kept = [k for k in before["gate"] if k not in ("shape", "fit")]
+    assert kept and all(after["gate"][k] == before["gate"][k] for k in kept)  # distance and layout as they were
+    fit = after["gate"]["fit"]
+    assert fit["enhanced_images"] > 0 and "--split-seed 1" in fit["shape_refit"] and fit["val_false_refusal_rate"] <= 0.01
+    assert sorted(after["gate"]["shape"]) == sorted(before["gate"]["shape"])

@@ -182,8 +182,8 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
     def x(n):
         return rng.random((n, size, size)).astype(np.float32)
 
-    ev = {k: x(5) for k in ("validation", "validation_90", "validation_180", "validation_270", "held_out",
-                            "train_negatives")}
+    ev = {k: x(5) for k in ("validation", "validation_90", "validation_180", "validation_270", "validation_soft",
+                            "validation_sharp", "held_out", "train_negatives")}
     ev.update(fullres=x(3)[..., None], held_out_labels=np.array([1, 2, 3, 4, 1]),
               held_out_collections=np.array(["a", "a", "b", "generated", "b"]),
               train_negative_labels=np.array([1, 2, 3, 4, 4]))
@@ -201,6 +201,11 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
     from edge_xray.convert.auxiliary import summary
 
     assert "  held out, collection b: adult_frontal " in "\n".join(summary(card))
+    # the site looks are reported beside the rule, which they do not move
+    looks = card["metrics"]["site_looks"]
+    assert sorted(looks) == ["sharp", "soft"] and looks["sharp"]["n"] == 5
+    assert looks["soft"]["refused"] == sum(m.probabilities(v)[0] < m.threshold for v in ev["validation_soft"])
+    assert "validation, sharp site look: " in "\n".join(summary(card))
 
 
 # --- training pieces (no TensorFlow) ------------------------------------------------------------
@@ -323,6 +328,42 @@ def test_views_of_every_class_are_augmented_alike():
     im = Image.fromarray(a)
     assert annotate(im, np.random.default_rng(1)).size == im.size and border(im, np.random.default_rng(2)).size == im.size
     assert not np.array_equal(np.asarray(annotate(im, np.random.default_rng(1))), a)
+
+
+def test_edge_enhancement_sharpens_at_a_radius_scaled_to_the_image():
+    from edge_xray.train.augment import edge_enhance, random_edge_enhance
+
+    a = np.asarray(Image.fromarray(xray_like()).resize((224, 224)))
+
+    def detail(x):  # mean absolute difference between neighbours
+        return float(np.abs(np.diff(np.asarray(x, np.float32), axis=1)).mean())
+
+    out = np.asarray(random_edge_enhance(Image.fromarray(a), np.random.default_rng(0)), np.float32)
+    assert out.shape == a.shape and detail(out) > detail(a) and abs(out.mean() - a.mean()) < 3.0
+    assert detail(edge_enhance(Image.fromarray(a), 2, 150)) > detail(edge_enhance(Image.fromarray(a), 2, 50)) > detail(a)
+    # the radius is in pixels at 224 px: twice as wide on an image twice the size
+    from PIL import ImageFilter
+
+    big = Image.fromarray(a).resize((448, 300))
+    assert np.array_equal(np.asarray(edge_enhance(big, 2, 120)),
+                          np.asarray(big.filter(ImageFilter.UnsharpMask(radius=4, percent=120, threshold=2))))
+
+
+def test_site_looks_change_a_scan_as_named():
+    from edge_xray.train.augment import SITE_LOOKS, site_look
+
+    a = np.asarray(Image.fromarray(xray_like()).resize((192, 192)))
+    assert site_look(a, "none") is a and set(SITE_LOOKS) == {"soft", "sharp"}
+    soft, sharp = site_look(a, "soft"), site_look(a, "sharp")
+    assert soft.shape == sharp.shape == a.shape and soft.dtype == sharp.dtype == np.uint8
+    assert soft.min() >= 24 > a.min()  # the lifted black level
+
+    def detail(x):  # mean absolute difference between vertical neighbours (the looks scale only sideways)
+        return float(np.abs(np.diff(np.asarray(x, np.float32), axis=0)).mean())
+
+    assert detail(sharp) > detail(a) > detail(soft)
+    with pytest.raises(ValueError, match="unknown site look"):
+        site_look(a, "grainy")
 
 
 # --- slow: the bundled model on real radiographs, and a tiny training run --------------------------

@@ -141,6 +141,50 @@ def shift_proxy(gray: np.ndarray, label: int) -> np.ndarray:
     return np.rint(x).clip(0, 255).astype(np.uint8)
 
 
+# Edge enhancement (unsharp masking), which X-ray units apply before export, some strongly. Radii are
+# in pixels of a 224 px image (the training side), scaled to the image they are applied to. The gate's
+# fit draws from these ranges (calibration/gate.py); wider ones (2.5 px, 160 %) let a development
+# non-X-ray (a map) through its fit, these do not, and they keep scans sharpened harder (180 %, 3 px).
+EDGE_RADIUS = (0.5, 2.0)
+EDGE_PERCENT = (40, 130)
+
+
+def edge_enhance(im: Image.Image, radius: float, percent: int) -> Image.Image:
+    """IM (grey) unsharp-masked with RADIUS (pixels at 224 px, scaled to IM) and strength PERCENT."""
+    r = radius * max(im.size) / 224.0
+    return im.filter(ImageFilter.UnsharpMask(radius=r, percent=int(percent), threshold=2))
+
+
+def random_edge_enhance(im: Image.Image, rng: np.random.Generator, radius=EDGE_RADIUS, percent=EDGE_PERCENT) -> Image.Image:
+    """IM edge-enhanced at a radius and strength drawn uniformly from RADIUS and PERCENT."""
+    return edge_enhance(im, rng.uniform(*radius), int(rng.integers(*percent)))
+
+
+# One acquisition look applied to every scan of a "site", both classes (benchmarks/site_proxy.py; the
+# intended-use check's false refusals under a look: convert/auxiliary.py). Stronger than shift_proxy, so
+# a model trained with --shift-swap has not seen them exactly. Applied at twice the model's input side.
+SITE_LOOKS = {
+    "soft": "squeezed sideways to 0.75, down-up resampled at 0.5, contrast 0.9, black level 24",
+    "sharp": "stretched sideways to 1.3, unsharp mask 120 %, contrast 1.15",
+}
+
+
+def site_look(gray: np.ndarray, kind: str) -> np.ndarray:
+    """GRAY (uint8) as a site of SITE_LOOKS look KIND would have made it ("none": unchanged)."""
+    if kind == "none":
+        return gray
+    if kind not in SITE_LOOKS:
+        raise ValueError(f"unknown site look {kind}")
+    im = Image.fromarray(gray)
+    if kind == "soft":
+        im = down_up(affine(im, 0.0, 0.75, 1.0, 0.0, 0.0), 0.5)
+        x = tone(np.asarray(im), 1.0, 0.9, 24.0)
+    else:
+        im = affine(im, 0.0, 1.3, 1.0, 0.0, 0.0).filter(ImageFilter.UnsharpMask(radius=2, percent=120, threshold=2))
+        x = tone(np.asarray(im), 1.0, 1.15, 0.0)
+    return np.rint(x).clip(0, 255).astype(np.uint8)
+
+
 def perturb(gray: np.ndarray, kind: str) -> np.ndarray:
     """Named field perturbations, for the robustness (answer flip) figures."""
     import io

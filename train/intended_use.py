@@ -22,7 +22,7 @@ Every view is augmented, whatever its class, with the same pieces, so that none 
 shortcut to a class: a quarter turn (0, 90, 180, 270 degrees: a turned child scan is still in use,
 the orientation model turns it back afterwards), a mirror, small rotations, zoom, aspect, crops,
 pasted text, letters, arrows and borders (adult figures from journals carry them; the child scans do
-not), tone, noise, blur, JPEG and resolution changes. Each batch holds as many negatives as positives
+not), tone, noise, blur, JPEG and resolution changes (edge enhancement too, when P_SHARPEN > 0). Each batch holds as many negatives as positives
 (KIND_SHARES among the negative kinds; within a kind, a collection of n files is drawn with weight
 n ** COLLECTION_BALANCE, so that one large collection does not stand for the whole kind). Images go
 through edge_xray.preprocess.prepare at IMAGE_SIZE, as on the device. Since the refusal threshold is set by the lowest-scoring child scans, a share of the
@@ -32,8 +32,9 @@ are never scored). Likewise a share of each real negative kind's views (HARD_NEG
 the files of that kind the model finds most child-like (held-out files are never scored).
 
 The run folder (RUN) holds: qat.h5 (the quantization-aware Keras model), calibration.npy (prepared
-training views for the int8 converter), evaluation.npz (prepared inputs of the validation scans, the
-full-resolution scans, every held-out negative and its kind), config.json (everything the card
+training views for the int8 converter), evaluation.npz (prepared inputs of the validation scans, upright,
+turned and under each site look of train/augment.SITE_LOOKS, the full-resolution scans, every held-out
+negative and its kind), config.json (everything the card
 records: data, recipe, history, versions, command). Only numpy, Pillow and TensorFlow are used; no
 import of convert/.
 """
@@ -99,6 +100,9 @@ P_CROP_POSITIVE = 0.3  # child scans (tight crops of a child's film look like an
 P_ANNOTATE = 0.4  # text, letters, arrows
 P_BORDER = 0.25
 P_JPEG, JPEG_QUALITY = 0.3, (20, 90)
+# Edge enhancement (train/augment.random_edge_enhance; radius in px at 224) on every class alike. Measured
+# in round 7 at 0.3 (evidence.md): fewer refusals under the sharp site look, lower lowest child scores; not kept
+P_SHARPEN, SHARPEN_RADIUS, SHARPEN_PERCENT = 0.0, (1.0, 6.0), (40, 200)
 GAMMA = (0.7, 1.45)
 CONTRAST = (0.75, 1.25)
 BLACK_LEVEL = (0, 30)
@@ -252,6 +256,8 @@ def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | No
         k = int(rng.integers(4))
         if rng.random() < p_crop:
             im = crop(im, rng)
+        if rng.random() < P_SHARPEN:
+            im = aug.random_edge_enhance(im, rng, SHARPEN_RADIUS, SHARPEN_PERCENT)
         if rng.random() < P_BORDER:
             im = border(im, rng)
         if rng.random() < P_ANNOTATE:
@@ -430,6 +436,7 @@ def _evaluation(d: dict, fullres, image_size: int) -> dict:
         validation=prepared(val_x, image_size), validation_90=prepared(val_x, image_size, 1),
         validation_180=prepared(val_x, image_size, 2), validation_270=prepared(val_x, image_size, 3),
         validation_names=np.array([d["items"][i].path.name for i in d["va"]]),
+        **{f"validation_{k}": prepared(np.stack([aug.site_look(a, k) for a in val_x]), image_size) for k in aug.SITE_LOOKS},
         fullres=fr_x, fullres_names=np.array(fr_names),
         held_out=prepared(d["held_x"], image_size), held_out_labels=d["held_y"],
         held_out_names=np.array([n.path.name for n in d["negs"] if n.held_out] + [name for name, _ in d["gen_held"]]),
@@ -522,6 +529,7 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                    "augmentation": {"P_MIRROR": P_MIRROR, "ROTATION_DEG": ROTATION_DEG, "ZOOM": ZOOM, "ASPECT": ASPECT,
                                     "SHIFT": SHIFT, "P_CROP": P_CROP, "P_CROP_POSITIVE": P_CROP_POSITIVE, "CROP": CROP, "P_ANNOTATE": P_ANNOTATE,
                                     "P_BORDER": P_BORDER, "P_JPEG": P_JPEG, "JPEG_QUALITY": JPEG_QUALITY,
+                                    "P_SHARPEN": P_SHARPEN, "SHARPEN_RADIUS": SHARPEN_RADIUS, "SHARPEN_PERCENT": SHARPEN_PERCENT,
                                     "GAMMA": GAMMA, "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL,
                                     "quarter_turns": "uniform 0, 90, 180, 270", "P_BLUR": aug.P_BLUR,
                                     "P_RESAMPLE": aug.P_RESAMPLE, "P_NOISE": aug.P_NOISE}},
