@@ -149,12 +149,9 @@ def main():
     args = ap.parse_args()
     screener = edge_xray.load_model(args.model, allow_unverified=args.model is not None)
     if args.gate_alone:
-        from site_looks import InUse  # benchmarks/site_looks.py
+        from site_looks import check_passed_over  # benchmarks/site_looks.py
 
-        from edge_xray.screen import Screener
-
-        iu = screener.intended_use
-        screener = Screener(screener.model, orientation=screener.orientation, intended_use=InUse(iu.size, iu.threshold))
+        screener = check_passed_over(screener)
     import tempfile
 
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="edge-xray-ood-"))

@@ -7,8 +7,8 @@ by which check.
   (224 px), as they are, with their acquisition swapped (the shift proxy: each class given the other's
   look), under each look of train/augment.SITE_LOOKS (one look on every scan, as a single site would
   give them), and under the parts of the sharp look alone (PARTS: edge enhancement
-  at several radii and strengths, two of them beyond what the gate's fit saw, the sideways stretch, the
-  contrast), each through edge_xray.load_model (DICOM
+  at several radii and strengths, three of them beyond the copies the gate's bounds were widened
+  with, the sideways stretch, the contrast), each through edge_xray.load_model (DICOM
   tags aside, every check): refused, refused by the intended-use check, and the reasons.
 - With --negatives (folders with adult_frontal/ and a labels.csv): every adult frontal film in them
   through the same screen with the intended-use check passed over (each film taken as in use), by
@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 from intended_use import reason_kind, screen_all, tally, validation_scans  # benchmarks/intended_use.py
-from PIL import Image, ImageFilter
+from PIL import Image
 
 import edge_xray
 from edge_xray.intended_use import LABELS, decide
@@ -35,12 +35,12 @@ from edge_xray.train.intended_use import negative_files
 
 
 def _unsharp(radius: float, percent: int):
-    return lambda g: np.asarray(Image.fromarray(g).filter(ImageFilter.UnsharpMask(radius=radius, percent=percent,
-                                                                                  threshold=2)))
+    return lambda g: np.asarray(aug.edge_enhance(Image.fromarray(g), radius, percent))
 
 
-# The sharp look's parts, one at a time (at the 224 px training side, like the looks), and edge
-# enhancement stronger or wider than the copies the gate's fit draws (train/augment.EDGE_RADIUS, EDGE_PERCENT)
+# The sharp look's parts, one at a time (at the 224 px training side, like the looks), and more edge
+# enhancement: 2 px at 60 % and 120 % lie within the copies the gate's bounds were widened with
+# (train/augment.EDGE_RADIUS, EDGE_PERCENT), the other three beyond them
 PARTS = {
     "edge enhancement, radius 2 px, 120 %": _unsharp(2, 120),
     "edge enhancement, radius 2 px, 60 %": _unsharp(2, 60),
@@ -77,6 +77,13 @@ class InUse:
         return decide(self.p, self.threshold)
 
 
+def check_passed_over(screener: Screener) -> Screener:
+    """SCREENER's models and gate with the intended-use check passed over (every input taken as in use):
+    what the other checks refuse on their own."""
+    iu = screener.intended_use
+    return Screener(screener.model, orientation=screener.orientation, intended_use=InUse(iu.size, iu.threshold))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="Kermany-layout training folder (for the validation split)")
@@ -98,8 +105,7 @@ def main(argv=None):
         print(f"{name}: refused {r['refused']}/{r['n']} (by the intended-use check {r['refused_by_check']})  "
               f"reasons {r['reasons']}")
     if args.negatives:
-        iu = screener.intended_use
-        passed_over = Screener(screener.model, orientation=screener.orientation, intended_use=InUse(iu.size, iu.threshold))
+        passed_over = check_passed_over(screener)
         films = [n for n in negative_files(args.negatives) if n.kind == "adult_frontal"]
         by = defaultdict(list)
         for n, row in zip(films, screen_all(passed_over, [n.path for n in films])):

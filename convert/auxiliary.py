@@ -156,19 +156,22 @@ def convert_intended_use(run, out) -> dict:
     return ModelCard.write(out, flatbuffer, card).to_dict()
 
 
-def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_VIEWS) -> dict:
+def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_VIEWS, threshold=None) -> dict:
     """An intended-use model already converted, measured anew with the test-time VIEWS on EVALUATION
-    (train/intended_use.evaluation_set: the arrays its run wrote): the threshold by THRESHOLD_RULE, the
-    figures and the views go into its card; the network is unchanged. Writes OUT (default: MODEL itself,
-    whose file, with the card embedded, then has a new sha256). Returns the side card."""
+    (train/intended_use.evaluation_set: the arrays its run wrote): the threshold by THRESHOLD_RULE (or
+    THRESHOLD, given: to compare models at one threshold), the figures and the views go into its card;
+    the network is unchanged. Writes OUT (default: MODEL itself, whose file, with the card embedded, then
+    has a new sha256). Returns the side card."""
     from edge_xray.card import read_model
 
     flatbuffer, card = read_model(model)
     net = IntendedUseModel(flatbuffer=flatbuffer, views=views)
-    threshold, metrics = evaluate(net, evaluation)
+    given = threshold
+    threshold, metrics = evaluate(net, evaluation, given)
     card = {k: v for k, v in card.items() if k not in ("sha256", "size_bytes")}
     card.update(refusal_threshold=round(threshold, 6), test_time_views=list(net.views), metrics=metrics,
-                threshold_chosen=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                threshold_chosen=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                threshold_rule=THRESHOLD_RULE if given is None else f"given ({given:g}), not the rule: {THRESHOLD_RULE}")
     return ModelCard.write(Path(out or model), flatbuffer, card).to_dict()
 
 
@@ -212,11 +215,13 @@ def main(argv=None):
     ap.add_argument("--hold-out-collection", action="append", default=[], dest="hold_out_collections",
                     help="as the run that made MODEL held it out")
     ap.add_argument("--views", default=",".join(TEST_TIME_VIEWS), help="comma-separated: as_is, mirrored")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="measure at this threshold instead of the rule's (to compare models; the card says so)")
     ap.add_argument("--out", default=None, help="default: MODEL itself")
     args = ap.parse_args(argv)
     card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres,
                                                                   hold_out_collections=tuple(args.hold_out_collections)), args.out,
-                                    tuple(args.views.split(",")))
+                                    tuple(args.views.split(",")), args.threshold)
     print("\n".join(summary(card)))
 
 

@@ -29,8 +29,8 @@ ALLOW_ENV = "EDGE_XRAY_ALLOW_UNVERIFIED_MODEL"  # "1": the site allows unverifie
 
 # file name in edge_app/models/ -> sha256 of the .tflite file as shipped (card embedded)
 BUNDLED_SHA256 = {
-    "edge-xray-int8.tflite": "4e422c686f63ca046f2c876ac23e81c21e1ba044a2102e89ab122908448e3578",
-    "edge-xray-float32.tflite": "0019c21adc01e6af7fc8389c3708e45f9bea144a78c737b7f49bd5dd155cd5ec",
+    "edge-xray-int8.tflite": "f2705617a25e7565c2264be49b660b6b65c048a2df71782e8a29e99a100dc38d",
+    "edge-xray-float32.tflite": "0fa21a86afec97eb2c26ba8c894087f6bd492a6bc49ee3d2edcd60275af4feda",
     "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
     "edge-xray-intended-use-int8.tflite": "247bf554e330dc89357aecff252d68ced1c9afd119de779ba04ccf195ddb325f",
 }

@@ -173,7 +173,8 @@ def test_the_check_averages_its_card_views(bundled, tmp_path):
 
 def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_path):
     from edge_xray.card import read_model
-    from edge_xray.convert.auxiliary import MAX_THRESHOLD, MIN_THRESHOLD, SAFETY, rethreshold_intended_use
+    from edge_xray.convert.auxiliary import (MAX_THRESHOLD, MIN_THRESHOLD, SAFETY, THRESHOLD_RULE,
+                                            rethreshold_intended_use)
 
     rng = np.random.default_rng(0)
 
@@ -206,6 +207,16 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
     assert sorted(looks) == ["sharp", "soft"] and looks["sharp"]["n"] == 5
     assert looks["soft"]["refused"] == sum(m.probabilities(v)[0] < m.threshold for v in ev["validation_soft"])
     assert "validation, sharp site look: " in "\n".join(summary(card))
+    # an evaluation set written before the site looks: measured as before, without them
+    from edge_xray.convert.auxiliary import evaluate
+
+    older = {k: v for k, v in ev.items() if k not in ("validation_soft", "validation_sharp")}
+    t, metrics = evaluate(m, older)
+    assert metrics["site_looks"] == {} and t == pytest.approx(m.threshold, abs=1e-6)
+    # measured at a given threshold (to compare models at one threshold): the card says it is not the rule's
+    given = rethreshold_intended_use(tmp_path / "iu.tflite", ev, tmp_path / "at.tflite", threshold=0.3)
+    assert given["refusal_threshold"] == 0.3 and given["threshold_rule"].startswith("given (0.3), not the rule")
+    assert rethreshold_intended_use(tmp_path / "at.tflite", ev, tmp_path / "back.tflite")["threshold_rule"] == THRESHOLD_RULE
 
 
 # --- training pieces (no TensorFlow) ------------------------------------------------------------

@@ -143,8 +143,7 @@ def shift_proxy(gray: np.ndarray, label: int) -> np.ndarray:
 
 # Edge enhancement (unsharp masking), which X-ray units apply before export, some strongly. Radii are
 # in pixels of a 224 px image (the training side), scaled to the image they are applied to. The gate's
-# fit draws from these ranges (calibration/gate.py); wider ones (2.5 px, 160 %) let a development
-# non-X-ray (a map) through its fit, these do not, and they keep scans sharpened harder (180 %, 3 px).
+# bounds are widened with copies drawn from these ranges (calibration/gate.py).
 EDGE_RADIUS = (0.5, 2.0)
 EDGE_PERCENT = (40, 130)
 
@@ -160,9 +159,11 @@ def random_edge_enhance(im: Image.Image, rng: np.random.Generator, radius=EDGE_R
     return edge_enhance(im, rng.uniform(*radius), int(rng.integers(*percent)))
 
 
-# One acquisition look applied to every scan of a "site", both classes (benchmarks/site_proxy.py; the
-# intended-use check's false refusals under a look: convert/auxiliary.py). Stronger than shift_proxy, so
-# a model trained with --shift-swap has not seen them exactly. Applied at twice the model's input side.
+# One acquisition look applied to every scan of a "site", both classes (benchmarks/site_proxy.py,
+# benchmarks/site_looks.py; the intended-use check's false refusals under a look: convert/auxiliary.py).
+# Stronger than shift_proxy, so a model trained with --shift-swap has not seen them exactly. Applied to
+# images kept at the training side (twice the model's input side, at most 224 px: 224 for the screening
+# model, 192 for the intended-use check), so the sharp look's 2 px radius is not quite the same look on both.
 SITE_LOOKS = {
     "soft": "squeezed sideways to 0.75, down-up resampled at 0.5, contrast 0.9, black level 24",
     "sharp": "stretched sideways to 1.3, unsharp mask 120 %, contrast 1.15",

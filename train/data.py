@@ -161,6 +161,19 @@ def duplicate_groups(images: np.ndarray, items) -> list[str]:
     return [find(it.patient) for it in items]
 
 
+def run_split(data_dir, image_size: int, val_fraction: float, seed: int, split_seed: int | None = None,
+              limit: int | None = None):
+    """(items, images, skipped, training indices, validation indices) of DATA_DIR as `edge-xray train`
+    splits it for a recipe (the subset and the split drawn with SPLIT_SEED, else SEED)."""
+    data_seed = seed if split_seed is None else split_seed
+    items = stratified_limit(scan_folder(data_dir), limit, data_seed)
+    items, images, skipped = load_images(items, min(SOURCE_SIZE, 2 * image_size))
+    if len(items) == 0:
+        raise InputError(f"{data_dir}: no readable images")
+    tr, va, _ = patient_split(items, images, val_fraction, data_seed)
+    return items, images, skipped, tr, va
+
+
 def patient_split(items, images, val_fraction: float, seed: int):
     """Stratified split by patient (and near-duplicate group): no patient is on both sides."""
     from sklearn.model_selection import StratifiedGroupKFold

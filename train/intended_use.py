@@ -256,7 +256,7 @@ def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | No
         k = int(rng.integers(4))
         if rng.random() < p_crop:
             im = crop(im, rng)
-        if rng.random() < P_SHARPEN:
+        if P_SHARPEN > 0 and rng.random() < P_SHARPEN:  # no draw when off: round 6's views stay as they were
             im = aug.random_edge_enhance(im, rng, SHARPEN_RADIUS, SHARPEN_PERCENT)
         if rng.random() < P_BORDER:
             im = border(im, rng)

@@ -22,12 +22,11 @@ import numpy as np
 from edge_xray import LABELS, metrics
 from edge_xray import operating_point as op
 from edge_xray.decision import pneumonia_probability, softmax
-from edge_xray.errors import EdgeXrayError, InputError, UsageError
+from edge_xray.errors import EdgeXrayError, UsageError
 
 from . import augment as aug
 
-from .data import (SOURCE_SIZE, file_list_hash, load_images, patient_split, prepare_all, scan_folder,
-                   stratified_limit)
+from .data import file_list_hash, prepare_all, run_split
 from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, build_model, multiply_adds
 from .rundir import CONFIG, HISTORY, METRICS, SPLIT, STATE, RunDir, file_key
 from .tfcompat import tf_keras, tfmot
@@ -280,15 +279,11 @@ class Trainer:
     def load_data(self) -> RunData:
         """Phase 0: read the images, split by patient and near-duplicate group, write split.json."""
         cfg = self.cfg
-        data_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed  # the subset and the split
-        items = stratified_limit(scan_folder(self.data_dir), cfg.limit, data_seed)
-        items, images, skipped = load_images(items, min(SOURCE_SIZE, 2 * cfg.image_size))
+        items, images, skipped, tr, va = run_split(self.data_dir, cfg.image_size, cfg.val_fraction, cfg.seed,
+                                                   cfg.split_seed, cfg.limit)
         for s in skipped:
             self.log(f"skipped unreadable image {s}")
-        if len(items) == 0:
-            raise InputError(f"{self.data_dir}: no readable images")
         labels = np.array([i.label for i in items])
-        tr, va, _ = patient_split(items, images, cfg.val_fraction, data_seed)
         self.run.write(SPLIT, {
             "method": "StratifiedGroupKFold by patient and near-duplicate group",
             "counts": {side: {LABELS[c]: int((labels[idx] == c).sum()) for c in range(3)}
