@@ -25,14 +25,20 @@ model whose run folder is not at hand (the bundled one) the same way: its traini
 less the validation scans of the recipe in its card (train/data.run_split; the card's file-list hash
 must match DATA_DIR); the rest of the card is kept, and rewritten in place (embedded and beside), so
 the file's sha256 changes. A builder's model converted without a run is fitted on its images as they are.
+
+Every number written is finite: variances are floored (VARIANCE_FLOOR, relative to the features'
+total variance, and an absolute MIN_VARIANCE), so a degenerate model (all features zero) gives a gate
+that still refuses, not a NaN threshold that silently turns a check off.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from edge_xray.errors import EdgeXrayError, InputError, ModelError
 from edge_xray.gate import MIN_STD_LAYOUT, STAT_NAMES, Gate, correlation, layout, pool_map
 from edge_xray.preprocess import ImageError, load_image, prepare
 from edge_xray.train.augment import random_edge_enhance
@@ -208,12 +214,16 @@ def refit_bounds(model_path, data_dir, seed: int = 0) -> dict:
 
     flatbuffer, card = read_model(model_path)
     if not (card.get("gate") or {}).get("shape"):
-        raise ValueError(f"{model_path}: its card has no gate shape score to widen")
-    recipe, data = card["training"]["recipe"], card["training"]["data"]
+        raise ModelError(f"{Path(model_path).name}: its card has no gate shape score to widen")
+    training = card.get("training") or {}
+    if not isinstance(training.get("recipe"), dict) or "file_list_sha256" not in (training.get("data") or {}):
+        raise ModelError(f"{Path(model_path).name}: its card has no training recipe and file list "
+                         "(a model converted without a run): fit its gate with convert --gate-data")
+    recipe, data = training["recipe"], training["data"]
     items, _, _, _, va = run_split(data_dir, recipe["image_size"], recipe["val_fraction"], recipe["seed"],
                                    recipe.get("split_seed"), recipe.get("limit"))
     if file_list_hash(items) != data["file_list_sha256"]:
-        raise ValueError(f"{data_dir}: not the file list the model was trained on (its card's file_list_sha256)")
+        raise InputError(f"{data_dir}: not the file list the model was trained on (its card's file_list_sha256)")
     train, _ = fit_images(data_dir, {file_key(items[i].path) for i in va}, seed)
     model = Model(flatbuffer=flatbuffer, card=card)
     ex, ef = enhanced_features(model, train, seed)
@@ -234,7 +244,11 @@ def main(argv=None):
     ap.add_argument("model", help="the .tflite (its card is rewritten, embedded and beside)")
     ap.add_argument("data_dir", help="the Kermany-layout training folder the model was trained on")
     args = ap.parse_args(argv)
-    card = refit_bounds(args.model, args.data_dir)
+    try:
+        card = refit_bounds(args.model, args.data_dir)
+    except EdgeXrayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     print(f"{card['file']}: bounds widened with {card['gate']['fit']['bounds_enhanced_images']} edge-enhanced "
           f"training scans; sha256 {card['sha256']}")
 

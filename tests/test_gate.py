@@ -224,5 +224,10 @@ def test_refit_bounds_widens_the_bounds_the_sharpened_scans_need_and_keeps_the_r
         (other / label).mkdir(parents=True)
         for f in sorted((data_dir / label).iterdir())[:20]:
             shutil.copy(f, other / label / f.name)
-    with pytest.raises(ValueError, match="not the file list the model was trained on"):
+    from edge_xray.errors import InputError
+
+    with pytest.raises(InputError, match="not the file list the model was trained on"):
         refit_bounds(copy, other)
+    with pytest.raises(SystemExit) as e:  # on the command line: one line and the input error's exit code
+        main([str(copy), str(other)])
+    assert e.value.code == InputError.exit_code

@@ -169,7 +169,7 @@ def run_split(data_dir, image_size: int, val_fraction: float, seed: int, split_s
     items = stratified_limit(scan_folder(data_dir), limit, data_seed)
     items, images, skipped = load_images(items, min(SOURCE_SIZE, 2 * image_size))
     if len(items) == 0:
-        raise InputError(f"{data_dir}: no readable images")
+        raise InputError(f"{data_dir}: no readable images" + (f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""))
     tr, va, _ = patient_split(items, images, val_fraction, data_seed)
     return items, images, skipped, tr, va
 
