@@ -30,7 +30,7 @@ from edge_xray.decision import Calibration
 from edge_xray.preprocess import border_box, load_image, prepare
 from edge_xray.runtime import Model
 from edge_xray.train.augment import add_border
-from edge_xray.train.data import SOURCE_SIZE, load_images, patient_split, scan_folder
+from edge_xray.train.data import recipe_split
 
 FRACTIONS = (0.05, 0.10, 0.15, 0.20, 0.30)
 KINDS = ("black", "white", "noisy")
@@ -54,9 +54,7 @@ def validation_grays(data: Path, card) -> list[np.ndarray]:
     recipe = card.get("training", {}).get("recipe", {})
     seed = recipe.get("split_seed")
     seed = recipe.get("seed", 0) if seed is None else seed
-    items = scan_folder(data)
-    items, images, _ = load_images(items, SOURCE_SIZE)
-    _, va, _ = patient_split(items, images, recipe.get("val_fraction", 0.15), seed)
+    _, images, _, _, va = recipe_split(data, recipe)
     print(f"validation: {len(va)} scans (patient-level split, val fraction {recipe.get('val_fraction', 0.15)}, "
           f"split seed {seed})")
     return [images[i] for i in va]

@@ -36,7 +36,8 @@ import edge_xray
 from edge_xray.intended_use import REASONS
 from edge_xray.inputs import list_images
 from edge_xray.preprocess import crop_border, load_image, prepare
-from edge_xray.train.intended_use import NEGATIVE_KINDS, generated_negatives, negative_files
+from edge_xray.train.intended_use import (NEGATIVE_KINDS, SPLIT_SEED, VAL_FRACTION, generated_negatives,
+                                         negative_files)
 
 INTENDED_USE_REASONS = set(REASONS.values())
 
@@ -73,11 +74,11 @@ def by_age(rows, ages) -> dict:
 
 
 def validation_scans(data_dir):
-    """(paths, images kept at the training side) of the bundled model's validation scans."""
-    from edge_xray.train.data import SOURCE_SIZE, load_images, patient_split, scan_folder
+    """(paths, images kept at the training side) of the bundled model's validation scans (the split the
+    intended-use training uses too: train/intended_use.SPLIT_SEED, VAL_FRACTION)."""
+    from edge_xray.train.data import run_split
 
-    items, images, _ = load_images(scan_folder(data_dir), SOURCE_SIZE)
-    _, va, _ = patient_split(items, images, 0.15, 1)
+    items, images, _, _, va = run_split(data_dir, VAL_FRACTION, SPLIT_SEED)
     return [items[i].path for i in va], [images[i] for i in va]
 
 

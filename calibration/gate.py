@@ -22,7 +22,7 @@ in calibration/negatives.py (the held-out part only once: see benchmarks/ood.py)
 
 `python -m edge_xray.calibration.gate MODEL DATA_DIR` widens the bounds of a converted screening
 model whose run folder is not at hand (the bundled one) the same way: its training scans are DATA_DIR
-less the validation scans of the recipe in its card (train/data.run_split; the card's file-list hash
+less the validation scans of the recipe in its card (train/data.recipe_split; the card's file-list hash
 must match DATA_DIR); the rest of the card is kept, and rewritten in place (embedded and beside), so
 the file's sha256 changes. A builder's model converted without a run is fitted on its images as they are.
 
@@ -210,7 +210,7 @@ def refit_bounds(model_path, data_dir, seed: int = 0) -> dict:
     training scans (module docstring); its card is rewritten in place. Returns the new card."""
     from edge_xray.card import ModelCard, read_model
     from edge_xray.runtime import Model
-    from edge_xray.train.data import file_list_hash, run_split
+    from edge_xray.train.data import SOURCE_SIZE, file_list_hash, recipe_split
 
     flatbuffer, card = read_model(model_path)
     if not (card.get("gate") or {}).get("shape"):
@@ -220,8 +220,7 @@ def refit_bounds(model_path, data_dir, seed: int = 0) -> dict:
         raise ModelError(f"{Path(model_path).name}: its card has no training recipe and file list "
                          "(a model converted without a run): fit its gate with convert --gate-data")
     recipe, data = training["recipe"], training["data"]
-    items, _, _, _, va = run_split(data_dir, recipe["image_size"], recipe["val_fraction"], recipe["seed"],
-                                   recipe.get("split_seed"), recipe.get("limit"))
+    items, _, _, _, va = recipe_split(data_dir, recipe, side=min(SOURCE_SIZE, 2 * recipe["image_size"]))
     if file_list_hash(items) != data["file_list_sha256"]:
         raise InputError(f"{data_dir}: not the file list the model was trained on (its card's file_list_sha256)")
     train, _ = fit_images(data_dir, {file_key(items[i].path) for i in va}, seed)

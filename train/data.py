@@ -161,17 +161,24 @@ def duplicate_groups(images: np.ndarray, items) -> list[str]:
     return [find(it.patient) for it in items]
 
 
-def run_split(data_dir, image_size: int, val_fraction: float, seed: int, split_seed: int | None = None,
-              limit: int | None = None):
-    """(items, images, skipped, training indices, validation indices) of DATA_DIR as `edge-xray train`
-    splits it for a recipe (the subset and the split drawn with SPLIT_SEED, else SEED)."""
+def run_split(data_dir, val_fraction: float, seed: int, split_seed: int | None = None, limit: int | None = None,
+              side: int = SOURCE_SIZE):
+    """(items, images kept at SIDE, skipped, training indices, validation indices) of DATA_DIR as
+    `edge-xray train` splits it (the subset and the split drawn with SPLIT_SEED, else SEED). One owner of
+    "the validation scans": training, the intended-use and gate fits and the benchmarks call it."""
     data_seed = seed if split_seed is None else split_seed
     items = stratified_limit(scan_folder(data_dir), limit, data_seed)
-    items, images, skipped = load_images(items, min(SOURCE_SIZE, 2 * image_size))
+    items, images, skipped = load_images(items, side)
     if len(items) == 0:
         raise InputError(f"{data_dir}: no readable images" + (f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""))
     tr, va, _ = patient_split(items, images, val_fraction, data_seed)
     return items, images, skipped, tr, va
+
+
+def recipe_split(data_dir, recipe: dict, side: int = SOURCE_SIZE):
+    """run_split of DATA_DIR for RECIPE (a card's `training.recipe`: val_fraction, seed, split_seed, limit)."""
+    return run_split(data_dir, recipe.get("val_fraction", 0.15), recipe.get("seed", 0), recipe.get("split_seed"),
+                     recipe.get("limit"), side)
 
 
 def patient_split(items, images, val_fraction: float, seed: int):

@@ -60,7 +60,7 @@ from edge_xray.errors import InputError, UsageError
 from edge_xray.intended_use import LABELS, MODEL_NAME
 
 from . import augment as aug
-from .data import SOURCE_SIZE, file_list_hash, load_images, patient_split, scan_folder, stratified_limit
+from .data import SOURCE_SIZE, file_list_hash, load_images, run_split
 from .rundir import write_auxiliary_run
 
 IMAGE_SIZE = 96  # px: 64 px (the orientation model's size, one shared input) refused fewer adult films
@@ -402,14 +402,10 @@ def _fullres_inputs(fullres, size):
 
 def _load_data(data_dir, negatives, image_size: int, limit=None, quiet: bool = True, hold_out_collections=()) -> dict:
     """Positives (split by patient) and negatives (learnt from / held out), kept at twice IMAGE_SIZE."""
-    items = stratified_limit(scan_folder(data_dir), limit, SPLIT_SEED)
-    negs = negative_files(negatives, hold_out_collections)
-    items, images, skipped = load_images(items, SOURCE_SIZE)
+    items, images, skipped, tr, va = run_split(data_dir, VAL_FRACTION, SPLIT_SEED, limit=limit)
     for s in skipped:
         _log(quiet, f"skipped unreadable image {s}")
-    if len(items) == 0:
-        raise InputError(f"{data_dir}: no readable images")
-    tr, va, _ = patient_split(items, images, VAL_FRACTION, SPLIT_SEED)
+    negs = negative_files(negatives, hold_out_collections)
     side = 2 * image_size  # views are made from images kept at this side
     images = np.stack([squash(Image.fromarray(a), side) for a in images])
     negs, neg_images = _load_negatives(negs, side, quiet)

@@ -26,7 +26,7 @@ from edge_xray.errors import EdgeXrayError, UsageError
 
 from . import augment as aug
 
-from .data import file_list_hash, prepare_all, run_split
+from .data import SOURCE_SIZE, file_list_hash, prepare_all, run_split
 from .model import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_SIZE, build_model, multiply_adds
 from .rundir import CONFIG, HISTORY, METRICS, SPLIT, STATE, RunDir, file_key
 from .tfcompat import tf_keras, tfmot
@@ -279,8 +279,8 @@ class Trainer:
     def load_data(self) -> RunData:
         """Phase 0: read the images, split by patient and near-duplicate group, write split.json."""
         cfg = self.cfg
-        items, images, skipped, tr, va = run_split(self.data_dir, cfg.image_size, cfg.val_fraction, cfg.seed,
-                                                   cfg.split_seed, cfg.limit)
+        items, images, skipped, tr, va = run_split(self.data_dir, cfg.val_fraction, cfg.seed, cfg.split_seed, cfg.limit,
+                                                   side=min(SOURCE_SIZE, 2 * cfg.image_size))
         for s in skipped:
             self.log(f"skipped unreadable image {s}")
         labels = np.array([i.label for i in items])
