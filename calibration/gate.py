@@ -20,7 +20,7 @@ units the intended-use check never learnt from (docs/evidence.md, round 7). Thes
 on real scans (validation, full-resolution, shift proxy) and the development part of the non-X-ray set
 in calibration/negatives.py (the held-out part only once: see benchmarks/ood.py).
 
-`python -m edge_xray.calibration.gate MODEL DATA_DIR` widens the bounds of a converted screening
+`python -m edge_xray.calibration.gate MODEL DATA_DIR [--version V]` widens the bounds of a converted screening
 model whose run folder is not at hand (the bundled one) the same way: its training scans are DATA_DIR
 less the validation scans of the recipe in its card (train/data.recipe_split; the card's file-list hash
 must match DATA_DIR); the rest of the card is kept, and rewritten in place (embedded and beside), so
@@ -205,9 +205,10 @@ def widened_bounds(gate: Gate, xs, fs) -> list:
     return np.maximum(sh["max_z"], np.abs(z).max(0) + STAT_BOUND_MARGIN).round(3).tolist()
 
 
-def refit_bounds(model_path, data_dir, seed: int = 0) -> dict:
+def refit_bounds(model_path, data_dir, seed: int = 0, version: str | None = None) -> dict:
     """Widen the per-statistic bounds of the converted screening model MODEL_PATH with edge-enhanced
-    training scans (module docstring); its card is rewritten in place. Returns the new card."""
+    training scans (module docstring); its card is rewritten in place, with VERSION if given (the gate
+    is part of what the model does). Returns the new card."""
     from edge_xray.card import ModelCard, read_model
     from edge_xray.runtime import Model
     from edge_xray.train.data import SOURCE_SIZE, file_list_hash, recipe_split
@@ -232,6 +233,8 @@ def refit_bounds(model_path, data_dir, seed: int = 0) -> dict:
                        bounds_widened="python -m edge_xray.calibration.gate MODEL DATA_DIR")
     card = {k: v for k, v in card.items() if k not in ("sha256", "size_bytes")}
     card["gate"] = gate
+    if version:
+        card["version"] = version
     return ModelCard.write(Path(model_path), flatbuffer, card).to_dict()
 
 
@@ -242,13 +245,14 @@ def main(argv=None):
                                              "with edge-enhanced training scans, in place.")
     ap.add_argument("model", help="the .tflite (its card is rewritten, embedded and beside)")
     ap.add_argument("data_dir", help="the Kermany-layout training folder the model was trained on")
+    ap.add_argument("--version", default=None, help="the model's new version in its card (default: kept)")
     args = ap.parse_args(argv)
     try:
-        card = refit_bounds(args.model, args.data_dir)
+        card = refit_bounds(args.model, args.data_dir, version=args.version)
     except EdgeXrayError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    print(f"{card['file']}: bounds widened with {card['gate']['fit']['bounds_enhanced_images']} edge-enhanced "
+    print(f"{card['file']} {card['version']}: bounds widened with {card['gate']['fit']['bounds_enhanced_images']} edge-enhanced "
           f"training scans; sha256 {card['sha256']}")
 
 

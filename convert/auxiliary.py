@@ -156,12 +156,13 @@ def convert_intended_use(run, out) -> dict:
     return ModelCard.write(out, flatbuffer, card).to_dict()
 
 
-def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_VIEWS, threshold=None) -> dict:
+def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_VIEWS, threshold=None,
+                             version: str | None = None) -> dict:
     """An intended-use model already converted, measured anew with the test-time VIEWS on EVALUATION
     (train/intended_use.evaluation_set: the arrays its run wrote): the threshold by THRESHOLD_RULE (or
     THRESHOLD, given: to compare models at one threshold), the figures and the views go into its card;
     the network is unchanged. Writes OUT (default: MODEL itself, whose file, with the card embedded, then
-    has a new sha256). Returns the side card."""
+    has a new sha256), with VERSION in the card if given. Returns the side card."""
     from edge_xray.card import read_model
 
     flatbuffer, card = read_model(model)
@@ -172,6 +173,8 @@ def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_
     card.update(refusal_threshold=round(threshold, 6), test_time_views=list(net.views), metrics=metrics,
                 threshold_chosen=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 threshold_rule=THRESHOLD_RULE if given is None else f"given ({given:g}), not the rule: {THRESHOLD_RULE}")
+    if version:
+        card["version"] = version
     return ModelCard.write(Path(out or model), flatbuffer, card).to_dict()
 
 
@@ -201,7 +204,7 @@ def convert_orientation(run, out) -> dict:
 
 def main(argv=None):
     """`python -m edge_xray.convert.auxiliary MODEL --data TRAIN_DIR --negatives DIR [--fullres DIR]
-    [--views as_is,mirrored] [--out FILE]`: rethreshold_intended_use on the evaluation set of DATA and
+    [--views as_is,mirrored] [--threshold T] [--out FILE] [--version V]`: rethreshold_intended_use on the evaluation set of DATA and
     NEGATIVES (in place unless --out); prints the figures."""
     import argparse
 
@@ -218,10 +221,11 @@ def main(argv=None):
     ap.add_argument("--threshold", type=float, default=None,
                     help="measure at this threshold instead of the rule's (to compare models; the card says so)")
     ap.add_argument("--out", default=None, help="default: MODEL itself")
+    ap.add_argument("--version", default=None, help="the model's new version in its card (default: kept)")
     args = ap.parse_args(argv)
     card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres,
                                                                   hold_out_collections=tuple(args.hold_out_collections)), args.out,
-                                    tuple(args.views.split(",")), args.threshold)
+                                    tuple(args.views.split(",")), args.threshold, args.version)
     print("\n".join(summary(card)))
 
 

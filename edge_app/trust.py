@@ -29,10 +29,10 @@ ALLOW_ENV = "EDGE_XRAY_ALLOW_UNVERIFIED_MODEL"  # "1": the site allows unverifie
 
 # file name in edge_app/models/ -> sha256 of the .tflite file as shipped (card embedded)
 BUNDLED_SHA256 = {
-    "edge-xray-int8.tflite": "f2705617a25e7565c2264be49b660b6b65c048a2df71782e8a29e99a100dc38d",
-    "edge-xray-float32.tflite": "0fa21a86afec97eb2c26ba8c894087f6bd492a6bc49ee3d2edcd60275af4feda",
+    "edge-xray-int8.tflite": "40f772e038648ece6a028271b5f000dd697c0a8b50d03ec5424f6066d9e85f63",
+    "edge-xray-float32.tflite": "b38d52b788b7290589ee1f8f79adcefdbccc4a5e1932b316aee3d3aca5cee689",
     "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
-    "edge-xray-intended-use-int8.tflite": "247bf554e330dc89357aecff252d68ced1c9afd119de779ba04ccf195ddb325f",
+    "edge-xray-intended-use-int8.tflite": "a64737fa94477000058b3b36e803fc23760750ed7314fb9a25a54fac99d3efd0",
 }
 TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
 
