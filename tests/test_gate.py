@@ -211,9 +211,10 @@ def test_refit_bounds_widens_the_bounds_the_sharpened_scans_need_and_keeps_the_r
     k = STAT_NAMES.index("fine_detail")
     narrowed = json.loads(json.dumps({key: v for key, v in bundled.items() if key not in ("sha256", "size_bytes")}))
     narrowed["gate"]["shape"]["max_z"][k] = 1.0
+    narrowed["version"] = "0.0.9"  # the command sets the version it is given
     copy = tmp_path / DEFAULT_MODEL.name
     ModelCard.write(copy, flatbuffer, narrowed)
-    main([str(copy), str(data_dir)])
+    main([str(copy), str(data_dir), "--version", bundled["version"]])
     after_fb, after = read_model(copy)  # embedded and side card agree, or read_model refuses
     assert after_fb == flatbuffer and after["gate"]["shape"]["max_z"] == bundled["gate"]["shape"]["max_z"]
     assert {key: v for key, v in after.items() if key not in ("sha256", "size_bytes")} == \

@@ -214,8 +214,9 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
     t, metrics = evaluate(m, older)
     assert metrics["site_looks"] == {} and t == pytest.approx(m.threshold, abs=1e-6)
     # measured at a given threshold (to compare models at one threshold): the card says it is not the rule's
-    given = rethreshold_intended_use(tmp_path / "iu.tflite", ev, tmp_path / "at.tflite", threshold=0.3)
+    given = rethreshold_intended_use(tmp_path / "iu.tflite", ev, tmp_path / "at.tflite", threshold=0.3, version="9.9.1")
     assert given["refusal_threshold"] == 0.3 and given["threshold_rule"].startswith("given (0.3), not the rule")
+    assert given["version"] == "9.9.1" and card["version"] == IntendedUseModel().card["version"]  # kept unless given
     assert rethreshold_intended_use(tmp_path / "at.tflite", ev, tmp_path / "back.tflite")["threshold_rule"] == THRESHOLD_RULE
 
 
