@@ -1,7 +1,8 @@
 """Child scans under one site's acquisition look, through the whole screen: how many are refused, and
 by which check.
 
-    python benchmarks/site_looks.py --data TRAIN_DIR [--negatives DIR ...] [--model FILE] [--json]
+    python benchmarks/site_looks.py --data TRAIN_DIR [--negatives DIR ...] [--model FILE]
+        [--intended-use-model FILE] [--json]
 
 - The bundled model's validation scans (split seed 1, fraction 0.15), kept at the training side
   (224 px), as they are, with their acquisition swapped (the shift proxy: each class given the other's
@@ -90,9 +91,11 @@ def main(argv=None):
     ap.add_argument("--negatives", action="append", default=[], help="folders of adult films (adult_frontal/, labels.csv)")
     ap.add_argument("--model", default=None, help="a screening model (default: the bundled one), e.g. an earlier "
                                               "version from git history, with its card beside it")
+    ap.add_argument("--intended-use-model", default=None, help="an intended-use model (default: the bundled one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    screener = edge_xray.load_model(args.model, allow_unverified=args.model is not None)
+    screener = edge_xray.load_model(args.model, intended_use_model=args.intended_use_model,
+                                    allow_unverified=args.model is not None or args.intended_use_model is not None)
     t = screener.intended_use.threshold
     report = {}
     paths, images = validation_scans(args.data)

@@ -14,7 +14,7 @@ if __name__ != "edge_xray":  # the folder imported by its own name (Python start
     raise ImportError(f"{__name__} is the source folder of the package edge_xray: `import edge_xray` "
                       "(install the checkout with `pip install -e .`), never the folder itself")
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 LABELS = ("NORMAL", "BACTERIAL", "VIRAL")  # order of the model's logits
 

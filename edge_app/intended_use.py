@@ -3,8 +3,9 @@
 A tiny int8 model (edge-xray-intended-use-int8.tflite, trained by `edge-xray train-intended-use`,
 converted by convert/auxiliary.py) gives five probabilities: a frontal chest X-ray of a child (in
 use), an adult frontal chest X-ray, a lateral chest view, another body part, not an X-ray. The screen
-calls it after the cheap image checks and before orientation, on the same prepared input as the
-orientation model (both 64 px), so it costs one small invocation:
+calls it after the cheap image checks and before orientation, on the scan prepared at the size its card
+gives (a model of the same size as another shares its prepared input), so it costs one small
+invocation and at most one preparation:
 
     verdict = check(probabilities)        # Verdict(p_in_use, kind, reason or None)
 

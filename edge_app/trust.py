@@ -32,7 +32,7 @@ BUNDLED_SHA256 = {
     "edge-xray-int8.tflite": "40f772e038648ece6a028271b5f000dd697c0a8b50d03ec5424f6066d9e85f63",
     "edge-xray-float32.tflite": "b38d52b788b7290589ee1f8f79adcefdbccc4a5e1932b316aee3d3aca5cee689",
     "edge-xray-orientation-int8.tflite": "6073e490ed70333e5e9f08136d5be1d406c72fb02eb234b75597d5251f1ad3db",
-    "edge-xray-intended-use-int8.tflite": "a64737fa94477000058b3b36e803fc23760750ed7314fb9a25a54fac99d3efd0",
+    "edge-xray-intended-use-int8.tflite": "c0bf4ab5c8aa7b82418e490146d2b0ea69ad69f21fe1ddb7df44d82f05ad8f09",
 }
 TRUSTED_SHA256 = frozenset(BUNDLED_SHA256.values())
 

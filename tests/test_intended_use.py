@@ -342,6 +342,19 @@ def test_views_of_every_class_are_augmented_alike():
     assert not np.array_equal(np.asarray(annotate(im, np.random.default_rng(1))), a)
 
 
+def test_quarter_turns_keep_the_share_shown_upright():
+    from edge_xray.train.intended_use import quarter_turns
+
+    for p_upright in (0.25, 0.55):
+        rng = np.random.default_rng(0)
+        ks = np.array([quarter_turns(rng, p_upright) for _ in range(4000)])
+        share = np.bincount(ks, minlength=4) / len(ks)
+        assert abs(share[0] - p_upright) < 0.03 and np.ptp(share[1:]) < 0.04  # the turns alike
+    # 0.25 is round 6's one draw, so that its views (and the runs measured with them) stay the same
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [quarter_turns(a, 0.25) for _ in range(50)] == [int(b.integers(4)) for _ in range(50)]
+
+
 def test_edge_enhancement_sharpens_at_a_radius_scaled_to_the_image():
     from edge_xray.train.augment import edge_enhance, random_edge_enhance
 

@@ -15,7 +15,7 @@ def test_version_names_the_package_and_every_bundled_model():
     r = CliRunner().invoke(cli, ["--version"])
     assert r.exit_code == 0
     lines = r.output.splitlines()
-    assert lines[0] == f"edge-xray {edge_xray.__version__}" and edge_xray.__version__ == "0.7.0"
+    assert lines[0] == f"edge-xray {edge_xray.__version__}" and edge_xray.__version__ == "0.8.0"
     card = json.loads(runtime.DEFAULT_MODEL.with_suffix(".json").read_text())
     assert lines[1] == f"screening model: {card['name']} {card['version']} (edge-xray-int8.tflite)"
     orientation = json.loads((runtime.MODELS_DIR / "edge-xray-orientation-int8.json").read_text())

@@ -91,6 +91,9 @@ COLLECTION_BALANCE = 0.5
 CALIBRATION_VIEWS = 300
 # Augmentation (all classes alike)
 P_MIRROR = 0.5
+# Share of views shown upright; the rest are turned 90, 180 or 270 degrees alike. 0.25: every quarter
+# turn alike (the draw of rounds 5-7, kept exactly). Real scans are nearly all upright.
+P_UPRIGHT = 0.25
 ROTATION_DEG = 10.0
 ZOOM = (0.85, 1.2)
 ASPECT = (0.75, 1.33)
@@ -253,7 +256,7 @@ def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | No
 
     im = Image.fromarray(gray)
     if rng is not None:
-        k = int(rng.integers(4))
+        k = quarter_turns(rng)
         if rng.random() < p_crop:
             im = crop(im, rng)
         if P_SHARPEN > 0 and rng.random() < P_SHARPEN:  # no draw when off: round 6's views stay as they were
@@ -267,6 +270,14 @@ def view(gray: np.ndarray, size: int = IMAGE_SIZE, rng: np.random.Generator | No
         if rng.random() < P_JPEG:
             im = jpeg(im, int(rng.integers(*JPEG_QUALITY)))
     return prepare(rotate_clockwise(im, 90 * k), size)
+
+
+def quarter_turns(rng: np.random.Generator, p_upright: float | None = None) -> int:
+    """A view's quarter turns clockwise: 0 with probability P_UPRIGHT (or P_UPRIGHT given), else 1, 2 or 3 alike."""
+    p_upright = P_UPRIGHT if p_upright is None else p_upright
+    if p_upright == 0.25:
+        return int(rng.integers(4))  # one draw, as in rounds 5-7
+    return 0 if rng.random() < p_upright else int(rng.integers(1, 4))
 
 
 def prepared(images, size: int = IMAGE_SIZE, k: int = 0) -> np.ndarray:
@@ -527,7 +538,7 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                                     "P_BORDER": P_BORDER, "P_JPEG": P_JPEG, "JPEG_QUALITY": JPEG_QUALITY,
                                     "P_SHARPEN": P_SHARPEN, "SHARPEN_RADIUS": SHARPEN_RADIUS, "SHARPEN_PERCENT": SHARPEN_PERCENT,
                                     "GAMMA": GAMMA, "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL,
-                                    "quarter_turns": "uniform 0, 90, 180, 270", "P_BLUR": aug.P_BLUR,
+                                    "quarter_turns": f"0 degrees {P_UPRIGHT:g}, 90, 180 and 270 alike", "P_BLUR": aug.P_BLUR,
                                     "P_RESAMPLE": aug.P_RESAMPLE, "P_NOISE": aug.P_NOISE}},
         "command": ("edge-xray train-intended-use DATA_DIR" + "".join(f" --negatives {d}" for d in neg_names)
                     + f" --out MODEL.tflite --epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")
