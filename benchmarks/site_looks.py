@@ -97,7 +97,9 @@ def main(argv=None):
     screener = edge_xray.load_model(args.model, intended_use_model=args.intended_use_model,
                                     allow_unverified=args.model is not None or args.intended_use_model is not None)
     t = screener.intended_use.threshold
-    report = {}
+    report = {"model": screener.model.path.name, "model_sha256": screener.model.sha256,
+              "intended_use_model": screener.intended_use.path.name, "intended_use_sha256": screener.intended_use.sha256,
+              "intended_use_threshold": t}
     paths, images = validation_scans(args.data)
     pneumonia = [int(p.parent.name.upper() != "NORMAL") for p in paths]
     print(f"-- {len(images)} validation scans at 224 px, whole screen (intended-use threshold {t:.4g})")

@@ -36,8 +36,8 @@ from .convert import card_head, convert_network, float_tensors
 # The refusal threshold: SAFETY times the lowest P(in use) of the real child scans the run kept aside
 # (validation, full resolution; as the files are, upright), capped at MAX_THRESHOLD and floored at
 # MIN_THRESHOLD. So no such scan is refused. SAFETY was 0.5 in rounds 4-7 (a x2 margin for harder
-# scans from other units); 0.9 since round 8: screening an adult's film (an answer at chance) is the
-# more dangerous error, a child's scan refused the safer one, and the margin's cost and gain are
+# scans from other units); 0.9 since round 8: screening an adult's film (an answer with no measured
+# accuracy) is the more dangerous error, a child's scan refused (a reason, no answer) the safer one, and the margin's cost and gain are
 # measured (docs/evidence.md, round 8: held-out adult films, and children under the site looks).
 # Turned scans are reported beside it (a rare input: the card says how many of them the check refuses).
 SAFETY = 0.9

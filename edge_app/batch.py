@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 from .decision import URGENCY_NONE, URGENCY_REFER, URGENCY_TODAY
 from .errors import UsageError
-from .i18n import localize
+from .i18n import localize, translate
 from .inputs import Skipped, find_inputs
 from .output import NEW, OVERWRITE, RESUME, RowWriter, escape, human_line, json_line, terminal
 from .screen import Screened
@@ -289,7 +289,7 @@ def run(screener, paths, *, as_json: bool = False, output=None, resume: bool = F
         finally:
             bar.clear()
             for line in batch.end_lines(output):
-                echo(line, err=True)
+                echo(translate(line, lang), err=True)
         return batch.tally
     finally:
         if writer:

@@ -117,3 +117,15 @@ WEB = (
 )
 
 ALL = ALL + WEB
+
+# edge_app/batch.py: the lines at the end of a batch (`classify --lang`). The summary's counts are
+# numbers; its two msgids differ by the errors' plural (one pattern each, so that no short pattern
+# such as "{n} errors" matches other texts). The list of skipped files stays in English.
+BATCH = (
+    N_("summary: {screened} screened ({today} refer today, {refer} refer, {none} no pneumonia found), {refused} refused, 1 error"),
+    N_("summary: {screened} screened ({today} refer today, {refer} refer, {none} no pneumonia found), {refused} refused, {errors} errors"),
+    N_("resumed: {n} inputs already in {output} not screened again"),
+    N_("heatmaps: {n} not written (the results stand)"),
+)
+
+ALL = ALL + BATCH

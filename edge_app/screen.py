@@ -8,8 +8,8 @@
 Every input goes through the same steps: decode once (the file's sha256 from the same bytes), cheap
 image checks, the intended-use check (a frontal chest X-ray of a young child, or refused as an adult
 film, a lateral view, another body part: edge_xray.intended_use), orientation (a scan turned by 90,
-180 or 270 degrees is screened upright, or refused when the orientation model is unsure; it shares
-the intended-use model's prepared input), preprocessing, one int8 invocation, the
+180 or 270 degrees is screened upright, or refused when the orientation model is unsure; models of
+one input size share one prepared input), preprocessing, one int8 invocation, the
 out-of-distribution gate on the model's own features, then the calibrated decision. The gate and the
 intended-use check are always on: a screening model without a gate (a builder's model converted
 without representative scans) is refused, unless the caller says `no_gate` (`--no-gate`), and then

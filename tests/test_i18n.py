@@ -176,6 +176,19 @@ def test_classify_lang_translates_the_words_not_the_fields(tmp_path):
     assert r.exit_code == 2 and "--lang" in r.output
 
 
+def test_classify_lang_translates_the_batch_summary(tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_text("hello")
+    r = CliRunner().invoke(cli, ["classify", str(tmp_path / "a.png"), "--lang", "fr"])
+    assert r.exit_code == 3 and r.stderr.splitlines()[-1] == (
+        "bilan : 0 analysées (0 à référer aujourd'hui, 0 à référer, 0 sans pneumonie trouvée), 0 refusées, 1 erreur")
+    r = CliRunner().invoke(cli, ["classify", str(tmp_path), "--lang", "es"])
+    assert r.stderr.splitlines()[-1] == (
+        "resumen: 0 cribadas (0 referir hoy, 0 referir, 0 sin neumonía encontrada), 0 rechazadas, 2 errores")
+    r = CliRunner().invoke(cli, ["classify", str(tmp_path)])  # English, word for word as before
+    assert r.stderr.splitlines()[-1] == "summary: 0 screened (0 refer today, 0 refer, 0 no pneumonia found), 0 refused, 2 errors"
+
+
 def test_catalogues_and_page_files_are_package_data():
     """setup.cfg ships the compiled catalogues and the page's files (a wheel without them would serve
     English only, or nothing)."""

@@ -350,7 +350,7 @@ def test_quarter_turns_keep_the_share_shown_upright():
         ks = np.array([quarter_turns(rng, p_upright) for _ in range(4000)])
         share = np.bincount(ks, minlength=4) / len(ks)
         assert abs(share[0] - p_upright) < 0.03 and np.ptp(share[1:]) < 0.04  # the turns alike
-    # 0.25 is round 6's one draw, so that its views (and the runs measured with them) stay the same
+    # 0.25 is rounds 5-7's one draw, so that their views (and the runs measured with them) stay the same
     a, b = np.random.default_rng(3), np.random.default_rng(3)
     assert [quarter_turns(a, 0.25) for _ in range(50)] == [int(b.integers(4)) for _ in range(50)]
 

@@ -538,7 +538,8 @@ def train_intended_use(data_dir, negatives, run, fullres=None, epochs: int = EPO
                                     "P_BORDER": P_BORDER, "P_JPEG": P_JPEG, "JPEG_QUALITY": JPEG_QUALITY,
                                     "P_SHARPEN": P_SHARPEN, "SHARPEN_RADIUS": SHARPEN_RADIUS, "SHARPEN_PERCENT": SHARPEN_PERCENT,
                                     "GAMMA": GAMMA, "CONTRAST": CONTRAST, "BLACK_LEVEL": BLACK_LEVEL,
-                                    "quarter_turns": f"0 degrees {P_UPRIGHT:g}, 90, 180 and 270 alike", "P_BLUR": aug.P_BLUR,
+                                    "quarter_turns": ("uniform 0, 90, 180, 270" if P_UPRIGHT == 0.25
+                                                      else f"0 degrees {P_UPRIGHT:g}, 90, 180 and 270 alike"), "P_BLUR": aug.P_BLUR,
                                     "P_RESAMPLE": aug.P_RESAMPLE, "P_NOISE": aug.P_NOISE}},
         "command": ("edge-xray train-intended-use DATA_DIR" + "".join(f" --negatives {d}" for d in neg_names)
                     + f" --out MODEL.tflite --epochs {epochs} --seed {seed}" + (f" --limit {limit}" if limit else "")
