@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,8 @@ from .convert import card_head, convert_network, float_tensors
 # (validation, full resolution; as the files are, upright), capped at MAX_THRESHOLD and floored at
 # MIN_THRESHOLD. So no such scan is refused. SAFETY was 0.5 in rounds 4-7 (a x2 margin for harder
 # scans from other units); 0.9 since round 8: screening an adult's film (an answer with no measured
-# accuracy) is the more dangerous error, a child's scan refused (a reason, no answer) the safer one, and the margin's cost and gain are
-# measured (docs/evidence.md, round 8: held-out adult films, and children under the site looks).
+# accuracy) is the more dangerous error, a child's scan refused (a reason, no answer) the safer one.
+# The margin's cost and gain: docs/evidence.md, round 8 (held-out adult films; children under the site looks).
 # Turned scans are reported beside it (a rare input: the card says how many of them the check refuses).
 SAFETY = 0.9
 MAX_THRESHOLD = 0.5
@@ -165,8 +166,12 @@ def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_
     (train/intended_use.evaluation_set: the arrays its run wrote): the threshold by THRESHOLD_RULE (or
     THRESHOLD, given: to compare models at one threshold), the figures and the views go into its card;
     the network is unchanged. Writes OUT (default: MODEL itself, whose file, with the card embedded, then
-    has a new sha256), with VERSION in the card if given. Returns the side card."""
+    has a new sha256), with VERSION in the card if given. Returns the side card. A model measured at a
+    given THRESHOLD is a copy for comparison: OUT is then required (UsageError), so that a model file,
+    the bundled one above all, never ends up carrying a threshold that is not its rule's."""
     from edge_xray.card import read_model
+
+    comparison_copy(threshold, out)
 
     flatbuffer, card = read_model(model)
     net = IntendedUseModel(flatbuffer=flatbuffer, views=views)
@@ -179,6 +184,13 @@ def rethreshold_intended_use(model, evaluation: dict, out=None, views=TEST_TIME_
     if version:
         card["version"] = version
     return ModelCard.write(Path(out or model), flatbuffer, card).to_dict()
+
+
+def comparison_copy(threshold, out) -> None:
+    """Raises UsageError when a model would be measured at a given THRESHOLD into itself (no OUT)."""
+    if threshold is not None and out is None:
+        raise UsageError(f"--threshold {threshold:g} makes a copy for comparison: give --out (the model itself "
+                         "keeps the threshold of its rule)")
 
 
 def convert_orientation(run, out) -> dict:
@@ -223,12 +235,17 @@ def main(argv=None):
     ap.add_argument("--views", default=",".join(TEST_TIME_VIEWS), help="comma-separated: as_is, mirrored")
     ap.add_argument("--threshold", type=float, default=None,
                     help="measure at this threshold instead of the rule's (to compare models; the card says so)")
-    ap.add_argument("--out", default=None, help="default: MODEL itself")
+    ap.add_argument("--out", default=None, help="default: MODEL itself (required with --threshold)")
     ap.add_argument("--version", default=None, help="the model's new version in its card (default: kept)")
     args = ap.parse_args(argv)
-    card = rethreshold_intended_use(args.model, evaluation_set(args.data, args.negatives, args.fullres,
-                                                                  hold_out_collections=tuple(args.hold_out_collections)), args.out,
-                                    tuple(args.views.split(",")), args.threshold, args.version)
+    try:
+        comparison_copy(args.threshold, args.out)  # before the evaluation set, which takes a minute
+        ev = evaluation_set(args.data, args.negatives, args.fullres, hold_out_collections=tuple(args.hold_out_collections))
+        card = rethreshold_intended_use(args.model, ev, args.out, tuple(args.views.split(",")), args.threshold,
+                                        args.version)
+    except EdgeXrayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     print("\n".join(summary(card)))
 
 

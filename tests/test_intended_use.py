@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATA, FULLRES, ROOT, xray_like
-from edge_xray.errors import InputError, ModelError
+from edge_xray.errors import InputError, ModelError, UsageError
 from edge_xray.intended_use import (ADULT_REASON, DEFAULT_INTENDED_USE_MODEL, LABELS, LATERAL_REASON,
                                     NOT_XRAY_REASON, OTHER_BODY_REASON, IntendedUseModel, Verdict, decide)
 
@@ -218,6 +218,12 @@ def test_rethreshold_keeps_the_network_and_applies_the_rule_on_the_views(tmp_pat
     assert given["refusal_threshold"] == 0.3 and given["threshold_rule"].startswith("given (0.3), not the rule")
     assert given["version"] == "9.9.1" and card["version"] == IntendedUseModel().card["version"]  # kept unless given
     assert rethreshold_intended_use(tmp_path / "at.tflite", ev, tmp_path / "back.tflite")["threshold_rule"] == THRESHOLD_RULE
+    # ... and only into a copy: measured at a given threshold into itself, a model would carry a threshold
+    # that is not its rule's (the bundled one would then be refused as changed)
+    before = (tmp_path / "iu.tflite").read_bytes()
+    with pytest.raises(UsageError, match=r"^--threshold 0.3 makes a copy for comparison: give --out"):
+        rethreshold_intended_use(tmp_path / "iu.tflite", ev, threshold=0.3)
+    assert (tmp_path / "iu.tflite").read_bytes() == before
 
 
 # --- training pieces (no TensorFlow) ------------------------------------------------------------
@@ -445,3 +451,15 @@ def test_tiny_intended_use_training_end_to_end(tmp_path):
     r = CliRunner().invoke(cli, ["train-intended-use", str(DATA / "train"), "--negatives", str(neg), "--out",
                                  str(tmp_path / "x.tflite"), "--run", str(tmp_path / "run")])
     assert r.exit_code == 2 and "not empty" in r.output
+
+
+def test_remeasure_at_a_given_threshold_needs_a_copy_before_any_work(tmp_path, capsys):
+    from edge_xray.convert.auxiliary import main
+    from edge_xray.errors import EXIT_USAGE
+
+    model = tmp_path / "iu.tflite"  # never read: the command stops before the minute-long evaluation set
+    with pytest.raises(SystemExit) as e:
+        main([str(model), "--data", str(tmp_path / "none"), "--negatives", str(tmp_path / "none"), "--threshold", "0.3"])
+    assert e.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == ("error: --threshold 0.3 makes a copy for comparison: give --out (the model "
+                                       "itself keeps the threshold of its rule)\n")
